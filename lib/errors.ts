@@ -29,7 +29,9 @@ export type KeOpsErrorCode =
   | 'ERR_NO_GPU' // a GPU backend was requested but none is available
   | 'ERR_NO_NVRTC' // NVRTC (CUDA's run-time compiler library) cannot be loaded
   | 'ERR_CUDA' // a CUDA driver or NVRTC call failed (the message names the call and the CUDA error)
-  | 'ERR_CUDA_OOM' // CUDA or NVRTC ran out of memory
+  | 'ERR_CUDA_OOM' // CUDA or NVRTC ran out of memory (what the call allocated is freed again)
+  | 'ERR_DISPOSED' // a DeviceArray (or CUDA device) was used after dispose()
+  | 'ERR_DEVICE_MISMATCH' // arrays of one call live on different GPUs, or not on the GPU the call runs on
   | 'ERR_INTERNAL'; // a bug in keops-node: please report it
 
 export interface KeOpsErrorOptions {

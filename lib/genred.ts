@@ -21,6 +21,7 @@ import { KeOpsError } from './errors';
 import {
   type Backend,
   type DtypeAcc,
+  type GenredDeviceResult,
   type GenredKernelInfo,
   mergeVariables,
   type RawRun,
@@ -28,7 +29,7 @@ import {
   type RunOptions,
   type SumScheme,
 } from './backend/runner';
-import type { Dtype, FloatArray, GenredArg } from './backend/plan';
+import type { CallArg, Dtype, FloatArray, GenredArg } from './backend/plan';
 import { type FormulaVariable, Formula, parseFormula } from './formula';
 import { builder as b } from './formula/builder';
 import { varsOf } from './formula/diff';
@@ -38,9 +39,16 @@ import type { Reduction } from './formula/reduction';
 import { outputDim, reductionGradient } from './formula/reductions';
 import { batchOffset } from './reference';
 
-export type { GenredArg, GenredRanges } from './backend/plan';
+export type { CallArg, GenredArg, GenredRanges } from './backend/plan';
 export type { GenredResult } from './formula/genred-reductions';
-export type { Backend, DtypeAcc, GenredKernelInfo, RawRun, SumScheme } from './backend/runner';
+export type {
+  Backend,
+  DtypeAcc,
+  GenredDeviceResult,
+  GenredKernelInfo,
+  RawRun,
+  SumScheme,
+} from './backend/runner';
 
 export interface GenredOptions {
   /** Sum (default), LogSumExp, LogSumExpWeight, SumSoftMaxWeight, Min, Max, ArgMin, ArgMax, Min_ArgMin, Max_ArgMax,
@@ -56,7 +64,7 @@ export interface GenredOptions {
   sumScheme?: SumScheme;
   /** Accumulator type; 'auto' = the data dtype. float64 accumulation of float32 data is for sum-type reductions. */
   dtypeAcc?: DtypeAcc;
-  /** 'auto' = cpu for now; 'cuda' throws ERR_NO_GPU (with runtimeInfo()'s reason) until kernels run on GPUs. */
+  /** 'auto' (default): the GPU when one works (runtimeInfo()), else the CPU. 'cuda' without a GPU: ERR_NO_GPU. */
   backend?: Backend;
   /** Worker threads for the CPU backend; default: one per core. */
   threads?: number;
@@ -75,8 +83,26 @@ export interface NodeGenredOptions extends Omit<GenredOptions, 'formula2'> {
   argCount?: number;
 }
 
-/** Block-sparse `ranges` (KeOps' 6-tuple; rows outside every block get the neutral value), backend, threads. */
-export type GenredCallOptions = RunOptions;
+/**
+ * Block-sparse `ranges` (KeOps' 6-tuple; rows outside every block get the neutral value), backend, threads,
+ * device (GPU ordinal), and `output: 'device'` to keep the result on the GPU as DeviceArrays.
+ */
+export interface GenredCallOptions extends RunOptions {
+  /** 'host' (default): typed arrays. 'device': DeviceArrays on the call's GPU (runs there; needs CUDA). */
+  readonly output?: 'host' | 'device';
+}
+
+/** `output: 'device'` calls. */
+export type GenredDeviceCallOptions = GenredCallOptions & { readonly output: 'device' };
+
+function checkOutput(options: GenredCallOptions): 'host' | 'device' {
+  if (typeof options !== 'object' || options === null) throw invalid('call options must be an object');
+  const output = options.output ?? 'host';
+  if (output !== 'host' && output !== 'device') {
+    throw invalid(`output must be 'host' or 'device', got ${JSON.stringify(output)}`);
+  }
+  return output;
+}
 
 export interface GenredGradOptions extends GenredCallOptions {
   /** The input to differentiate with respect to: its position, or its alias name. */
@@ -171,19 +197,38 @@ export class NodeGenred {
     return this.runner.argCount;
   }
 
-  /** Runs the reduction off the JS thread (compiling first if needed). Rejects with a KeOpsError. */
-  call(args: readonly GenredArg[], options: GenredCallOptions = {}): Promise<GenredResult> {
+  /**
+   * Runs the reduction off the JS thread (compiling first if needed). Rejects with a KeOpsError. Arguments may
+   * be DeviceArrays (the call then runs on their GPU); `output: 'device'` resolves to DeviceArrays.
+   */
+  call(args: readonly CallArg[], options: GenredDeviceCallOptions): Promise<GenredDeviceResult>;
+  call(args: readonly CallArg[], options?: GenredCallOptions): Promise<GenredResult>;
+  call(
+    args: readonly CallArg[],
+    options: GenredCallOptions = {},
+  ): Promise<GenredResult | GenredDeviceResult> {
+    try {
+      if (checkOutput(options) === 'device') return this.runner.callToDevice(args, options);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     return this.runner.call(args, options);
   }
 
-  /** Like `call`, but blocks the thread, compilation included: for scripts. */
-  callSync(args: readonly GenredArg[], options: GenredCallOptions = {}): GenredResult {
+  /** Like `call`, but blocks the thread, compilation included: for scripts (host output only). */
+  callSync(args: readonly CallArg[], options: GenredCallOptions = {}): GenredResult {
+    if (checkOutput(options) === 'device') {
+      throw invalid("callSync returns host arrays; use call() for output: 'device'");
+    }
     return this.runner.callSync(args, options);
   }
 
-  /** How this reduction obtained its kernel for `dtype` (undefined before the first call with that dtype). */
-  kernelInfo(dtype: Dtype): GenredKernelInfo | undefined {
-    return this.runner.kernelInfo(dtype);
+  /**
+   * How this reduction obtained its kernel for `dtype` (undefined before the first call with that dtype on that
+   * backend): the CPU kernel, or with `backend: 'cuda'` the CUDA image of GPU `device` (default 0).
+   */
+  kernelInfo(dtype: Dtype, backend: 'cpu' | 'cuda' = 'cpu', device = 0): GenredKernelInfo | undefined {
+    return this.runner.kernelInfo(dtype, backend, device);
   }
 
   /**

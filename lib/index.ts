@@ -15,6 +15,9 @@ export type { Reduction } from './formula/reduction';
 export {
   Genred,
   type Backend,
+  type CallArg,
+  type GenredDeviceCallOptions,
+  type GenredDeviceResult,
   type DtypeAcc,
   type GenredArg,
   type GenredCallOptions,
@@ -26,6 +29,14 @@ export {
 } from './genred';
 export { type CacheInfo, cacheFolder, cacheInfo, clearCache } from './backend/cache';
 export { type CudaDeviceInfo, type RuntimeInfo, runtimeInfo } from './backend/cuda/runtime';
+export {
+  DeviceArray,
+  type DeviceArrayOptions,
+  type DeviceDtype,
+  type DeviceMemoryInfo,
+  type DeviceTypedArray,
+  deviceMemory,
+} from './backend/cuda/device-array';
 export {
   LazyTensor,
   LazyReduction,

@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "coded_failure.h"
+#include "cuda_device_addon.h"
 #include "cuda_loader.h"
 #include "nvrtc_compile.h"
 
@@ -23,45 +25,6 @@ struct CudaEnvironment {
   std::vector<std::string> nvrtc_candidates;
   std::shared_ptr<const NvrtcApi> nvrtc;
 };
-
-class CodedFailure : public std::runtime_error {
- public:
-  CodedFailure(std::string code, const std::string& message, std::string log = "")
-      : std::runtime_error(message), code_(std::move(code)), log_(std::move(log)) {}
-  const std::string& code() const { return code_; }
-  const std::string& log() const { return log_; }
-
- private:
-  std::string code_;
-  std::string log_;
-};
-
-Napi::Error MakeCodedError(Napi::Env env, const CodedFailure& failure) {
-  Napi::Error error = Napi::Error::New(env, failure.what());
-  error.Set("code", Napi::String::New(env, failure.code()));
-  if (!failure.log().empty()) error.Set("log", Napi::String::New(env, failure.log()));
-  return error;
-}
-
-template <typename Body>
-Napi::Value Guarded(Napi::Env env, Body&& body) {
-  try {
-    return body();
-  } catch (const Napi::Error& e) {
-    e.ThrowAsJavaScriptException();
-  } catch (const CodedFailure& e) {
-    MakeCodedError(env, e).ThrowAsJavaScriptException();
-  } catch (const std::exception& e) {
-    MakeCodedError(env, CodedFailure("ERR_NATIVE", e.what())).ThrowAsJavaScriptException();
-  } catch (...) {
-    MakeCodedError(env, CodedFailure("ERR_NATIVE", "unknown native failure")).ThrowAsJavaScriptException();
-  }
-  return env.Undefined();
-}
-
-void Require(bool condition, const std::string& message) {
-  if (!condition) throw CodedFailure("ERR_INVALID_ARGUMENT", message);
-}
 
 std::vector<std::string> ReadStrings(const Napi::Value& value, const char* what) {
   Require(value.IsArray(), std::string(what) + " must be an array of strings");
@@ -398,6 +361,7 @@ void RegisterCudaBindings(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaProbeSync", Napi::Function::New(env, CudaProbeSync, "cudaProbeSync", state));
   exports.Set("nvrtcCompile", Napi::Function::New(env, NvrtcCompile, "nvrtcCompile", state));
   exports.Set("nvrtcCompileSync", Napi::Function::New(env, NvrtcCompileSync, "nvrtcCompileSync", state));
+  RegisterCudaDeviceBindings(env, exports);
 }
 
 }  // namespace keops

@@ -17,6 +17,7 @@ using CUstream = struct CUstream_st*;
 using CUevent = struct CUevent_st*;
 
 constexpr CUresult CUDA_SUCCESS = 0;
+constexpr CUresult CUDA_ERROR_INVALID_VALUE = 1;
 constexpr CUresult CUDA_ERROR_OUT_OF_MEMORY = 2;
 constexpr CUresult CUDA_ERROR_NO_DEVICE = 100;
 
@@ -28,6 +29,18 @@ constexpr int CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16;
 constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
 constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
 constexpr int CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = 97;
+
+// CUfunction_attribute values.
+constexpr int CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK = 0;
+constexpr int CU_FUNC_ATTRIBUTE_NUM_REGS = 4;
+constexpr int CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
+
+// Errors after which the context is corrupt and every later call fails (cuda.h: "the process must be terminated
+// and relaunched" / "the context cannot be used"): illegal address, launch timeout, hardware stack error, illegal
+// instruction, misaligned address, invalid address space, invalid PC, launch failed.
+inline bool IsStickyCudaError(CUresult result) {
+  return result == 700 || result == 702 || (result >= 714 && result <= 719);
+}
 
 // The driver entry points: `name` is the exported symbol. Required ones are needed to probe devices; the
 // others (module loading, memory, launch) are resolved when present, for the GPU runner. Each entry is

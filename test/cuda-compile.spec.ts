@@ -15,7 +15,8 @@ import { expect } from 'chai';
 import { archOfDevice, compileCuda, compileCudaSync } from '../lib/backend/cuda/compile';
 import { nvrtcCandidates } from '../lib/backend/cuda/bindings';
 import { buildRangesLookup, chooseBlockSize, planCudaLaunch } from '../lib/backend/cuda/launch';
-import { interpretProbe, noGpuError, runtimeInfo, type RuntimeInfo } from '../lib/backend/cuda/runtime';
+import { noGpuError } from '../lib/backend/cuda/device';
+import { interpretProbe, runtimeInfo, type RuntimeInfo } from '../lib/backend/cuda/runtime';
 import { packageRoot } from '../lib/backend/package-root';
 import { cudaPrelude, type CudaDtype, type CudaSumScheme, generateCudaKernels } from '../lib/codegen/cuda';
 import { hasKahanScheme } from '../lib/codegen/reduction-hooks';
@@ -222,7 +223,7 @@ describe('CUDA backend without a GPU', function () {
     it("is ERR_NO_GPU carrying runtimeInfo's reason", async function () {
       const info = await runtimeInfo();
       if (info.backend === 'cuda') this.skip();
-      const error = noGpuError();
+      const error = noGpuError(info);
       expect(error.code).to.equal('ERR_NO_GPU');
       expect(error.message).to.contain(info.reason as string);
     });

@@ -1,10 +1,11 @@
 /**
  * Runs the generated CUDA kernels (lib/codegen/cuda.ts) on the CPU, to test their logic without a GPU: a few
- * macros stand for the CUDA built-ins (threadIdx, blockIdx, blockDim, gridDim, __syncthreads, __shared__), the
- * kernel source is compiled by g++, and a small driver launches a grid with one POSIX thread per CUDA thread
- * (blocks one after the other, the threads of a block in parallel, synchronised by a barrier). The prelude's CPU
- * branch supplies the math functions, so values match the GPU's only to rounding; the indexing, tiling,
- * synchronisation, split/merge, ranges and batch logic are exactly the GPU's.
+ * macros stand for the CUDA built-ins (threadIdx, blockIdx, blockDim, gridDim, __syncthreads, __shared__; see
+ * test/fake-cuda/emulation.h, shared with the fake NVRTC), the kernel source is compiled by g++, and a small driver
+ * launches a grid with one POSIX thread per CUDA thread (blocks one after the other, the threads of a block in
+ * parallel, synchronised by a barrier). The prelude's CPU branch supplies the math functions, so values match the
+ * GPU's only to rounding; the indexing, tiling, synchronisation, split/merge, ranges and batch logic are exactly
+ * the GPU's.
  */
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -15,51 +16,16 @@ import type { CudaKernels } from '../lib/codegen/cuda';
 
 const execFileAsync = promisify(execFile);
 
-const EMULATION_HEADER = String.raw`
-// CUDA built-ins emulated on the CPU (test/cuda-emulator.ts).
-#include <pthread.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <thread>
-#include <vector>
-struct keops_emu_dim3 { unsigned x, y, z; };
-static thread_local keops_emu_dim3 threadIdx, blockIdx;
-static keops_emu_dim3 blockDim, gridDim;
-static pthread_barrier_t keops_emu_barrier;
-static inline void __syncthreads() { pthread_barrier_wait(&keops_emu_barrier); }
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __shared__
-#define __align__(n) __attribute__((aligned(n)))
-`;
+/** The CUDA built-ins and the grid runner, shared with the fake NVRTC (test/fake-cuda/). */
+const EMULATION_HEADER = readFileSync(join(__dirname, 'fake-cuda', 'emulation.h'), 'utf8');
 
 const DRIVER = String.raw`
-// The kernels' block-scope "extern __shared__" array (C linkage: it is declared inside extern "C" functions).
-extern "C" { __attribute__((aligned(16))) unsigned char keops_shared[1 << 20]; }
-
 using namespace keops_ns;
 
+// Runs body() for every CUDA thread of the grid (keops_emu::run_grid, see emulation.h); exits on failure.
 template <typename Body>
 static void launch(keops_emu_dim3 grid, unsigned block, Body body) {
-  gridDim = grid;
-  blockDim = {block, 1, 1};
-  for (unsigned z = 0; z < grid.z; z++)
-    for (unsigned y = 0; y < grid.y; y++)
-      for (unsigned x = 0; x < grid.x; x++) {
-        pthread_barrier_init(&keops_emu_barrier, 0, block);
-        std::vector<std::thread> threads;
-        for (unsigned t = 0; t < block; t++)
-          threads.emplace_back([=]() {
-            threadIdx = {t, 0, 0};
-            blockIdx = {x, y, z};
-            body();
-          });
-        for (auto& th : threads) th.join();
-        pthread_barrier_destroy(&keops_emu_barrier);
-      }
+  if (keops_emu::run_grid(grid, {block, 1, 1}, body) != keops_emu::KEOPS_EMU_OK) exit(3);
 }
 
 // Input: int64 header[12] = scheme (0 1d, 1 split, 2 ranges), nx, ny, batches, block, splits, slice,

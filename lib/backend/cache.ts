@@ -31,7 +31,7 @@ import { nativeIncludeDir, packageVersion } from './package-root';
 const ENTRY_FORMAT_VERSION = 1;
 const TRAILER_MAGIC = Buffer.from('KEOPSNK1', 'latin1');
 const TRAILER_BYTES = TRAILER_MAGIC.length + 8 + 32;
-const ENTRY_NAME = /^[0-9a-f]{64}\.so$/;
+const ENTRY_NAME = /^[0-9a-f]{64}\.(so|cubin|ptx)$/;
 const TEMP_PREFIX = '.tmp-';
 
 /** What to compile: the generated kernel and what it was generated from. */
@@ -257,6 +257,62 @@ export function acquireCpuKernelSync(spec: CpuKernelSpec): AcquiredCpuKernel {
     rmSync(`${temp}.cpp`, { force: true });
     rmSync(`${temp}.so`, { force: true });
   }
+}
+
+/**
+ * A cache entry that is not a CPU kernel (CUDA images): `<key>.<extension>` holding `body` and the trailer.
+ * Reading returns the body of an intact entry, else undefined (a damaged entry is then rewritten). Writing is
+ * atomic (temporary file, then rename); a folder that cannot be written is ERR_CACHE.
+ */
+export function readCacheEntrySync(key: string, extension: 'cubin' | 'ptx'): Buffer | undefined {
+  let file: Buffer;
+  try {
+    file = readFileSync(join(cacheFolder(), `${key}.${extension}`));
+  } catch {
+    return undefined;
+  }
+  return isIntactEntry(file) ? file.subarray(0, file.length - TRAILER_BYTES) : undefined;
+}
+
+export async function readCacheEntry(key: string, extension: 'cubin' | 'ptx'): Promise<Buffer | undefined> {
+  const file = await readFile(join(cacheFolder(), `${key}.${extension}`)).catch(() => undefined);
+  return file !== undefined && isIntactEntry(file)
+    ? file.subarray(0, file.length - TRAILER_BYTES)
+    : undefined;
+}
+
+export function writeCacheEntrySync(key: string, extension: 'cubin' | 'ptx', body: Buffer): string {
+  const folder = cacheFolder();
+  const path = join(folder, `${key}.${extension}`);
+  const temp = `${tempBase(folder, key)}.${extension}`;
+  try {
+    mkdirSync(folder, { recursive: true });
+    writeFileSync(temp, withTrailer(body));
+    renameSync(temp, path);
+  } catch (e) {
+    rmSync(temp, { force: true });
+    throw cacheFolderError(folder, e);
+  }
+  return path;
+}
+
+export async function writeCacheEntry(
+  key: string,
+  extension: 'cubin' | 'ptx',
+  body: Buffer,
+): Promise<string> {
+  const folder = cacheFolder();
+  const path = join(folder, `${key}.${extension}`);
+  const temp = `${tempBase(folder, key)}.${extension}`;
+  try {
+    await mkdir(folder, { recursive: true });
+    await writeFile(temp, withTrailer(body));
+    await rename(temp, path);
+  } catch (e) {
+    await rm(temp, { force: true });
+    throw cacheFolderError(folder, e);
+  }
+  return path;
 }
 
 function listFolder(folder: string): string[] {

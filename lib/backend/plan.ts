@@ -12,12 +12,20 @@
 import { KeOpsError, type KeOpsErrorCode } from '../errors';
 import type { FormulaVariable } from '../formula/aliases';
 import { batchOffset, broadcastBatchShape, normalizeRanges, type RangeBlock } from '../reference';
+import { DeviceArray } from './cuda/device-array';
 
 export type FloatArray = Float32Array | Float64Array;
 export type Dtype = 'float32' | 'float64';
 
+/** An input's values: in host memory, or on a GPU (then the call runs there). */
+export type ArgData = FloatArray | DeviceArray;
+
 /** One argument: a row-major array (rows = length / dim), or the array with its full shape (batch dims). */
 export type GenredArg = FloatArray | { readonly data: FloatArray; readonly shape: readonly number[] };
+
+/** An argument of a forward call, which may also live on a GPU (DeviceArray). */
+export type CallArg =
+  GenredArg | DeviceArray | { readonly data: DeviceArray; readonly shape: readonly number[] };
 
 /** KeOps' ranges 6-tuple (ranges_i, slices_i, redranges_j, ranges_j, slices_j, redranges_i); pairs flattened. */
 export type GenredRanges = readonly [
@@ -30,8 +38,10 @@ export type GenredRanges = readonly [
 ];
 
 export interface PlannedJob {
-  /** One array per argument position (views into the caller's arrays). */
+  /** One array per argument position (views into the caller's arrays); empty when inputs are on a GPU. */
   readonly args: FloatArray[];
+  /** Per position, where this job's values start in `ReductionPlan.inputs` (elements). */
+  readonly offsets: number[];
 }
 
 export interface ReductionPlan {
@@ -40,6 +50,12 @@ export interface ReductionPlan {
   readonly nx: number;
   readonly ny: number;
   readonly batchShape: readonly number[];
+  /** The caller's arrays, one per argument position. */
+  readonly inputs: readonly ArgData[];
+  /** The GPU holding the DeviceArray inputs, if any (they all live on it). */
+  readonly device?: number;
+  /** Whether the positions are read by the formula (false: a placeholder argument). */
+  readonly declared: readonly boolean[];
   readonly jobs: readonly PlannedJob[];
   /** Quads (rowBegin, rowEnd, firstInterval, intervalCount) covering [0, nx), and the [start, end) pairs. */
   readonly blocks: Float64Array;
@@ -49,7 +65,7 @@ export interface ReductionPlan {
 }
 
 interface ArgInfo {
-  data: FloatArray;
+  data: ArgData;
   rows: number;
   batch: number[];
 }
@@ -68,13 +84,23 @@ function describe(v: FormulaVariable | undefined, pos: number): string {
 function dtypeOf(data: unknown, what: string): Dtype {
   if (data instanceof Float32Array) return 'float32';
   if (data instanceof Float64Array) return 'float64';
+  if (data instanceof DeviceArray) {
+    if (data.dtype === 'int32') {
+      throw fail('ERR_ARG_DTYPE', `${what} is an int32 DeviceArray; only float32 and float64 are supported`);
+    }
+    if (data.disposed) throw fail('ERR_DISPOSED', `${what}: ${data} was used after dispose()`);
+    return data.dtype;
+  }
   if (ArrayBuffer.isView(data)) {
     throw fail(
       'ERR_ARG_DTYPE',
       `${what} is a ${data.constructor.name}; only Float32Array and Float64Array are supported`,
     );
   }
-  throw fail('ERR_ARG_TYPE', `${what} must be a Float32Array, a Float64Array or { data, shape }`);
+  throw fail(
+    'ERR_ARG_TYPE',
+    `${what} must be a Float32Array, a Float64Array, a DeviceArray or { data, shape }`,
+  );
 }
 
 function readArg(arg: unknown, v: FormulaVariable | undefined, pos: number): ArgInfo & { dtype: Dtype } {
@@ -82,7 +108,7 @@ function readArg(arg: unknown, v: FormulaVariable | undefined, pos: number): Arg
   const isShaped = typeof arg === 'object' && arg !== null && !ArrayBuffer.isView(arg) && 'data' in arg;
   const data = isShaped ? (arg as { data: unknown }).data : arg;
   const dtype = dtypeOf(data, what);
-  const array = data as FloatArray;
+  const array = data as ArgData;
   if (v === undefined) return { data: array, rows: 0, batch: [], dtype }; // a position no formula reads
   const minRank = v.cat === 2 ? 1 : 2;
   if (isShaped) {
@@ -233,19 +259,48 @@ export function planReduction(
     rangeBlocks = [{ start: 0, end: nx, reduced: ny > 0 ? [[0, ny]] : [] }];
   }
 
+  const devices = new Set(
+    infos.filter((info) => info.data instanceof DeviceArray).map((info) => (info.data as DeviceArray).device),
+  );
+  if (devices.size > 1) {
+    throw fail(
+      'ERR_DEVICE_MISMATCH',
+      `the DeviceArray arguments live on different GPUs (${[...devices].join(', ')})`,
+    );
+  }
+  const device = devices.size === 1 ? [...devices][0] : undefined;
+
   const batchCount = batchShape.reduce((p, s) => p * s, 1);
   const jobs: PlannedJob[] = [];
   for (let b = 0; b < batchCount; b++) {
-    jobs.push({
-      args: infos.map((info, pos) => {
-        const v = byPosition[pos];
-        if (v === undefined || batchShape.length === 0) return info.data;
-        const perBatch = info.rows * v.dim;
-        const start = batchOffset(b, batchShape, info.batch) * perBatch;
-        return info.data.subarray(start, start + perBatch);
-      }),
+    const offsets = infos.map((info, pos) => {
+      const v = byPosition[pos];
+      if (v === undefined || batchShape.length === 0) return 0;
+      return batchOffset(b, batchShape, info.batch) * info.rows * v.dim;
     });
+    const args =
+      device !== undefined
+        ? []
+        : infos.map((info, pos) => {
+            const v = byPosition[pos];
+            const data = info.data as FloatArray;
+            if (v === undefined || batchShape.length === 0) return data;
+            return data.subarray(offsets[pos], offsets[pos] + info.rows * v.dim);
+          });
+    jobs.push({ args, offsets });
   }
   const { blocks, intervals, pairsPerJob } = toNativeBlocks(rangeBlocks, nx);
-  return { dtype, nx, ny, batchShape, jobs, blocks, intervals, pairCount: pairsPerJob * jobs.length };
+  return {
+    dtype,
+    nx,
+    ny,
+    batchShape,
+    inputs: infos.map((info) => info.data),
+    ...(device === undefined ? {} : { device }),
+    declared: byPosition.map((v) => v !== undefined),
+    jobs,
+    blocks,
+    intervals,
+    pairCount: pairsPerJob * jobs.length,
+  };
 }

@@ -34,14 +34,24 @@
  *     function mergeVariables(lists: readonly (readonly FormulaVariable[])[]): FormulaVariable[];
  */
 import { generateCpuKernel } from '../codegen/cpu';
+import { type CudaKernels, generateCudaKernels } from '../codegen/cuda';
 import { KeOpsError } from '../errors';
 import type { FormulaVariable } from '../formula/aliases';
 import type { GenredReduction, GenredResult, RawReductionOutput } from '../formula/genred-reductions';
 import type { Reduction } from '../formula/reduction';
 import { type AcquiredCpuKernel, acquireCpuKernel, acquireCpuKernelSync, type CpuKernelSpec } from './cache';
 import { runCpuReduction, runCpuReductionSync } from './cpu/run';
-import { type Dtype, type GenredArg, type GenredRanges, planReduction, type ReductionPlan } from './plan';
-import { noGpuError } from './cuda/runtime';
+import { type CallArg, type Dtype, type GenredRanges, planReduction, type ReductionPlan } from './plan';
+import {
+  type CudaDevice,
+  cudaUsable,
+  cudaUsableSync,
+  openCudaDevice,
+  openCudaDeviceSync,
+} from './cuda/device';
+import { DeviceArray } from './cuda/device-array';
+import { type AcquiredCudaKernels, acquireCudaKernels, acquireCudaKernelsSync } from './cuda/kernels';
+import { type CudaDeviceOutput, runCudaReduction, runCudaReductionSync } from './cuda/run';
 
 export type SumScheme = 'auto' | 'direct_sum' | 'block_sum' | 'kahan_scheme';
 export type DtypeAcc = 'auto' | 'float32' | 'float64';
@@ -57,7 +67,7 @@ export interface ReductionRunnerSpec {
   readonly sumScheme?: SumScheme;
   /** Accumulator type; 'auto' = the data dtype. float64 accumulation of float32 data: sum-type only. */
   readonly dtypeAcc?: DtypeAcc;
-  /** 'auto' = cpu for now; 'cuda' throws ERR_NO_GPU (with runtimeInfo()'s reason) until kernels run on GPUs. */
+  /** 'auto' (default): the GPU when one works (runtimeInfo()), else the CPU. 'cuda' without a GPU: ERR_NO_GPU. */
   readonly backend?: Backend;
   /** Worker threads for the CPU backend; default: one per core. */
   readonly threads?: number;
@@ -70,7 +80,12 @@ export interface RunOptions {
   readonly ranges?: GenredRanges;
   readonly backend?: Backend;
   readonly threads?: number;
+  /** GPU ordinal for the CUDA backend (default: that of the DeviceArray arguments, else 0). */
+  readonly device?: number;
 }
+
+/** A result kept on the GPU (`output: 'device'`): the shapes of GenredResult, with DeviceArrays. */
+export type GenredDeviceResult = DeviceArray | { values: DeviceArray; indices: DeviceArray };
 
 /** The raw engine output of a call with how it was planned (needed to backpropagate through it). */
 export interface RawRun extends RawReductionOutput {
@@ -84,11 +99,21 @@ export interface RawRun extends RawReductionOutput {
 /** How a kernel was obtained, for diagnostics and tests. */
 export interface GenredKernelInfo {
   readonly dtype: Dtype;
+  readonly backend: 'cpu' | 'cuda';
   readonly key: string;
+  /** The CPU kernel's cache entry ('' for CUDA images). */
   readonly path: string;
   readonly origin: AcquiredCpuKernel['origin'];
   readonly compileMs: number;
 }
+
+interface Prepared {
+  readonly plan: ReductionPlan;
+  readonly threads: number;
+}
+
+/** Where a call runs. */
+type Target = { readonly backend: 'cpu' } | { readonly backend: 'cuda'; readonly ordinal: number };
 
 const SUM_SCHEMES: readonly SumScheme[] = ['auto', 'direct_sum', 'block_sum', 'kahan_scheme'];
 const DTYPE_ACCS: readonly DtypeAcc[] = ['auto', 'float32', 'float64'];
@@ -150,6 +175,10 @@ export class ReductionRunner {
   private readonly pendingKernels = new Map<Dtype, Promise<AcquiredCpuKernel>>();
   private readonly readyKernels = new Map<Dtype, AcquiredCpuKernel>();
   private readonly kernelSpecs = new Map<Dtype, CpuKernelSpec>();
+  /** CUDA kernels by dtype and GPU, likewise. */
+  private readonly pendingCudaKernels = new Map<string, Promise<AcquiredCudaKernels>>();
+  private readonly readyCudaKernels = new Map<string, AcquiredCudaKernels>();
+  private readonly cudaSources = new Map<Dtype, CudaKernels>();
 
   constructor(spec: ReductionRunnerSpec) {
     if (typeof spec !== 'object' || spec === null) throw invalid('ReductionRunner needs a spec object');
@@ -180,24 +209,93 @@ export class ReductionRunner {
   }
 
   /** Runs the reduction off the JS thread (compiling first if needed). Rejects with a KeOpsError. */
-  async call(args: readonly GenredArg[], options: RunOptions = {}): Promise<GenredResult> {
+  async call(args: readonly CallArg[], options: RunOptions = {}): Promise<GenredResult> {
     return this.resolved.postprocess(await this.callRaw(args, options));
   }
 
   /** Like `call`, but blocks the thread, compilation included: for scripts. */
-  callSync(args: readonly GenredArg[], options: RunOptions = {}): GenredResult {
+  callSync(args: readonly CallArg[], options: RunOptions = {}): GenredResult {
     return this.resolved.postprocess(this.callRawSync(args, options));
   }
 
+  /**
+   * Runs on a GPU and keeps the result there. Reductions whose result is the raw output (Sum, Min, ArgKMin...)
+   * never copy it to the host; the others (LogSumExp, SoftMax) finish on the host and upload the result.
+   */
+  async callToDevice(args: readonly CallArg[], options: RunOptions = {}): Promise<GenredDeviceResult> {
+    const prepared = this.prepare(args, options);
+    const release = holdDeviceInputs(prepared.plan);
+    try {
+      return await this.runToDevice(prepared, options);
+    } finally {
+      release();
+    }
+  }
+
+  private async runToDevice(prepared: Prepared, options: RunOptions): Promise<GenredDeviceResult> {
+    const { plan, target } = await this.withTarget(prepared, options, true);
+    if (target.backend !== 'cuda') throw new KeOpsError('ERR_INTERNAL', 'device output planned on the CPU');
+    const device = await openCudaDevice(target.ordinal);
+    const acquired = await this.acquireCuda(plan.dtype, device);
+    if (this.resolved.rawIsResult) {
+      const out = await runCudaReduction(device, acquired, plan, {
+        output: 'device',
+        ranged: isRanged(options),
+      });
+      return this.deviceResult(out, plan, device);
+    }
+    const raw = await runCudaReduction(device, acquired, plan, { output: 'host', ranged: isRanged(options) });
+    const result = this.resolved.postprocess(raw);
+    if (result instanceof Float32Array || result instanceof Float64Array || result instanceof Int32Array) {
+      return DeviceArray.from(result, { device: device.ordinal });
+    }
+    return {
+      values: await DeviceArray.from(result.values, { device: device.ordinal }),
+      indices: await DeviceArray.from(result.indices, { device: device.ordinal }),
+    };
+  }
+
   /** The raw engine output (before `resolved.postprocess`), e.g. to backpropagate through the reduction. */
-  async callRaw(args: readonly GenredArg[], options: RunOptions = {}): Promise<RawRun> {
-    const { plan, threads } = this.prepare(args, options);
+  async callRaw(args: readonly CallArg[], options: RunOptions = {}): Promise<RawRun> {
+    const prepared = this.prepare(args, options);
+    const release = holdDeviceInputs(prepared.plan);
+    try {
+      return await this.runRaw(prepared, options);
+    } finally {
+      release();
+    }
+  }
+
+  private async runRaw(prepared: Prepared, options: RunOptions): Promise<RawRun> {
+    const { plan, threads, target } = await this.withTarget(prepared, options, false);
+    if (target.backend === 'cuda') {
+      const device = await openCudaDevice(target.ordinal);
+      const acquired = await this.acquireCuda(plan.dtype, device);
+      return withPlan(
+        await runCudaReduction(device, acquired, plan, { output: 'host', ranged: isRanged(options) }),
+        plan,
+      );
+    }
     const { kernel } = this.readyKernels.get(plan.dtype) ?? (await this.acquire(plan.dtype));
     return withPlan(await runCpuReduction(kernel, plan, this.reduction.layout, threads), plan);
   }
 
-  callRawSync(args: readonly GenredArg[], options: RunOptions = {}): RawRun {
+  callRawSync(args: readonly CallArg[], options: RunOptions = {}): RawRun {
     const { plan, threads } = this.prepare(args, options);
+    const target = this.targetSync(plan, options, false);
+    if (target.backend === 'cuda') {
+      const device = openCudaDeviceSync(target.ordinal);
+      const key = `${plan.dtype}/${device.ordinal}`;
+      let acquired = this.readyCudaKernels.get(key);
+      if (acquired === undefined) {
+        acquired = acquireCudaKernelsSync(this.cudaSource(plan.dtype), device);
+        this.readyCudaKernels.set(key, acquired);
+      }
+      return withPlan(
+        runCudaReductionSync(device, acquired, plan, { output: 'host', ranged: isRanged(options) }),
+        plan,
+      );
+    }
     let acquired = this.readyKernels.get(plan.dtype);
     if (acquired === undefined) {
       acquired = acquireCpuKernelSync(this.kernelSpec(plan.dtype));
@@ -206,10 +304,77 @@ export class ReductionRunner {
     return withPlan(runCpuReductionSync(acquired.kernel, plan, this.reduction.layout, threads), plan);
   }
 
-  /** How this runner obtained its kernel for `dtype` (undefined before the first call with that dtype). */
-  kernelInfo(dtype: Dtype): GenredKernelInfo | undefined {
+  /**
+   * How this runner obtained its kernel for `dtype` (undefined before the first call with that dtype); the CPU
+   * kernel unless `backend` says 'cuda' (GPU 0 unless `device`).
+   */
+  kernelInfo(dtype: Dtype, backend: 'cpu' | 'cuda' = 'cpu', device = 0): GenredKernelInfo | undefined {
+    if (backend === 'cuda') {
+      const k = this.readyCudaKernels.get(`${dtype}/${device}`);
+      return k && { dtype, backend, key: k.key, path: '', origin: k.origin, compileMs: k.compileMs };
+    }
     const k = this.readyKernels.get(dtype);
-    return k && { dtype, key: k.key, path: k.path, origin: k.origin, compileMs: k.compileMs };
+    return k && { dtype, backend, key: k.key, path: k.path, origin: k.origin, compileMs: k.compileMs };
+  }
+
+  private deviceResult(out: CudaDeviceOutput, plan: ReductionPlan, device: CudaDevice): GenredDeviceResult {
+    const { dimVal, dimIdx } = this.reduction.layout;
+    const rows = out.rows;
+    const empty = (dtype: 'float32' | 'float64' | 'int32', length: number): DeviceArray =>
+      // Zero rows: an empty array still has a handle (uploading nothing allocates nothing).
+      DeviceArray.wrap(
+        device,
+        device.uploadSync(
+          dtype === 'int32'
+            ? new Int32Array(length)
+            : dtype === 'float32'
+              ? new Float32Array(length)
+              : new Float64Array(length),
+        ),
+        dtype,
+        length,
+      );
+    const values = () => out.val ?? empty(plan.dtype, rows * dimVal);
+    const indices = () => out.idx ?? empty('int32', rows * dimIdx);
+    switch (this.resolved.outputKind) {
+      case 'values':
+        return values();
+      case 'indices':
+        return indices();
+      default:
+        return { values: values(), indices: indices() };
+    }
+  }
+
+  private acquireCuda(dtype: Dtype, device: CudaDevice): Promise<AcquiredCudaKernels> | AcquiredCudaKernels {
+    const key = `${dtype}/${device.ordinal}`;
+    const ready = this.readyCudaKernels.get(key);
+    if (ready !== undefined) return ready;
+    let pending = this.pendingCudaKernels.get(key);
+    if (pending === undefined) {
+      pending = acquireCudaKernels(this.cudaSource(dtype), device)
+        .then((k) => {
+          if (!this.readyCudaKernels.has(key)) this.readyCudaKernels.set(key, k);
+          return k;
+        })
+        .finally(() => this.pendingCudaKernels.delete(key));
+      this.pendingCudaKernels.set(key, pending);
+    }
+    return pending;
+  }
+
+  private cudaSource(dtype: Dtype): CudaKernels {
+    let kernels = this.cudaSources.get(dtype);
+    if (kernels === undefined) {
+      kernels = generateCudaKernels(this.reduction, {
+        dtype,
+        dtypeAcc: this.dtypeAcc === 'auto' ? dtype : this.dtypeAcc,
+        sumScheme: this.sumScheme,
+        positions: this.positions(),
+      });
+      this.cudaSources.set(dtype, kernels);
+    }
+    return kernels;
   }
 
   /** One compilation per dtype however many calls wait for it; a failure is forgotten so a later call retries. */
@@ -227,17 +392,40 @@ export class ReductionRunner {
     return pending;
   }
 
-  private prepare(args: readonly GenredArg[], options: RunOptions): { plan: ReductionPlan; threads: number } {
+  private prepare(args: readonly CallArg[], options: RunOptions): Prepared {
     if (typeof options !== 'object' || options === null) throw invalid('call options must be an object');
-    const backend = checkChoice('backend', options.backend ?? this.backend, BACKENDS);
-    // Kernels are not launched on GPUs yet: say why CUDA is unusable here (runtimeInfo's reason), or that.
-    if (backend === 'cuda') throw noGpuError();
+    checkChoice('backend', options.backend ?? this.backend, BACKENDS);
+    if (options.device !== undefined && (!Number.isSafeInteger(options.device) || options.device < 0)) {
+      throw invalid(`device must be an integer >= 0, got ${String(options.device)}`);
+    }
     const threads = options.threads === undefined ? this.threads : checkThreads(options.threads);
     const plan = planReduction(args, this.variables, this.argCount, this.reduction.tag, options.ranges);
     if (this.dtypeAcc === 'float32' && plan.dtype === 'float64') {
       throw invalid("dtypeAcc 'float32' cannot accumulate float64 data");
     }
     return { plan, threads };
+  }
+
+  private async withTarget(
+    prepared: Prepared,
+    options: RunOptions,
+    deviceOutput: boolean,
+  ): Promise<Prepared & { target: Target }> {
+    const ordinal = targetOrdinal(prepared.plan, options);
+    const backend = options.backend ?? this.backend;
+    const gpu =
+      backend === 'auto' && prepared.plan.device === undefined && !deviceOutput
+        ? await cudaUsable(ordinal)
+        : true;
+    return { ...prepared, target: chooseTarget(prepared.plan, backend, gpu, ordinal, deviceOutput) };
+  }
+
+  private targetSync(plan: ReductionPlan, options: RunOptions, deviceOutput: boolean): Target {
+    const ordinal = targetOrdinal(plan, options);
+    const backend = options.backend ?? this.backend;
+    const gpu =
+      backend === 'auto' && plan.device === undefined && !deviceOutput ? cudaUsableSync(ordinal) : true;
+    return chooseTarget(plan, backend, gpu, ordinal, deviceOutput);
   }
 
   /** Every argument position's declaration; a position no variable declares is read by nobody. */
@@ -273,6 +461,56 @@ export class ReductionRunner {
     this.kernelSpecs.set(dtype, spec);
     return spec;
   }
+}
+
+/** Holds the DeviceArray inputs of a call from its submission to its end (see DeviceArray.retain). */
+function holdDeviceInputs(plan: ReductionPlan): () => void {
+  if (plan.device === undefined) return () => undefined;
+  const releases = plan.inputs
+    .filter((i): i is DeviceArray => i instanceof DeviceArray)
+    .map((a) => a.retain());
+  return () => releases.forEach((release) => release());
+}
+
+function isRanged(options: RunOptions): boolean {
+  return options.ranges !== undefined && options.ranges !== null;
+}
+
+/** The GPU of a call: its DeviceArrays', which `device` must match, else `device`, else 0. */
+function targetOrdinal(plan: ReductionPlan, options: RunOptions): number {
+  if (plan.device !== undefined && options.device !== undefined && options.device !== plan.device) {
+    throw new KeOpsError(
+      'ERR_DEVICE_MISMATCH',
+      `the DeviceArray arguments live on GPU ${plan.device}, but the call asks for device ${options.device}`,
+    );
+  }
+  return plan.device ?? options.device ?? 0;
+}
+
+/**
+ * cpu, or cuda: DeviceArray arguments and device outputs need the GPU (`backend: 'cpu'` is then an error);
+ * `auto` uses the GPU when `gpuUsable` (runtimeInfo() says CUDA works).
+ */
+function chooseTarget(
+  plan: ReductionPlan,
+  backend: Backend,
+  gpuUsable: boolean,
+  ordinal: number,
+  deviceOutput: boolean,
+): Target {
+  const needsGpu = plan.device !== undefined || deviceOutput;
+  if (backend === 'cpu') {
+    if (needsGpu) {
+      throw invalid(
+        plan.device !== undefined
+          ? "DeviceArray arguments need backend 'cuda' or 'auto', not 'cpu'"
+          : "output: 'device' needs backend 'cuda' or 'auto', not 'cpu'",
+      );
+    }
+    return { backend: 'cpu' };
+  }
+  if (backend === 'cuda' || needsGpu || gpuUsable) return { backend: 'cuda', ordinal };
+  return { backend: 'cpu' };
 }
 
 function withPlan(raw: RawReductionOutput, plan: ReductionPlan): RawRun {

@@ -33,6 +33,11 @@ export interface GenredReduction {
   readonly dimOut: number;
   /** Shape of one output row as KeOps returns it: [dimOut], or [K] / [K, D] for KMin-type reductions. */
   readonly rowShape: readonly number[];
+  /**
+   * Whether the result is the raw output as is (values = raw.val, indices = raw.idx): then a result can stay
+   * on the GPU without a round trip through postprocess.
+   */
+  readonly rawIsResult: boolean;
   /** Turns the raw engine output into the user's result (validates the raw sizes). */
   postprocess(raw: RawReductionOutput): GenredResult;
   /**
@@ -163,6 +168,7 @@ function finish(
     outputKind,
     dimOut,
     rowShape: Object.freeze(rowShape),
+    rawIsResult: post === copyValues || post === copyIndices || post === copyBoth,
     postprocess(raw) {
       checkRaw(raw, 'postprocess');
       return post(raw, red);

@@ -102,7 +102,83 @@ export interface NativeNvrtcResult {
   readonly nvrtcVersion: string;
 }
 
-export interface CudaBindings {
+/** Opaque handles made by the addon (tagged Externals). */
+export interface NativeCudaDevice {
+  readonly __brand: 'NativeCudaDevice';
+}
+export interface NativeCudaModule {
+  readonly __brand: 'NativeCudaModule';
+}
+export interface NativeDeviceBuffer {
+  readonly __brand: 'NativeDeviceBuffer';
+}
+
+export interface NativeModuleInfo {
+  readonly module: NativeCudaModule;
+  readonly functions: readonly { name: string; maxThreadsPerBlock: number; numRegs: number }[];
+}
+
+export interface NativeMemoryInfo {
+  /** Device bytes keops-node holds (arrays and the temporaries of running calls; the cache excluded). */
+  readonly allocatedBytes: number;
+  /** Freed device blocks kept for reuse (given back to the driver when an allocation would fail). */
+  readonly cachedBytes: number;
+  /** Live device buffers owned by JS (DeviceArrays) and their bytes. */
+  readonly arrays: number;
+  readonly arrayBytes: number;
+  /** Pinned host memory held by results not yet garbage-collected. */
+  readonly pinnedBytes: number;
+}
+
+/** A buffer of one run: uploaded from host memory, an existing device buffer, scratch, or an output. */
+export type NativeRunBuffer =
+  | { kind: 'upload'; data: ArrayBufferView }
+  | { kind: 'existing'; buffer: NativeDeviceBuffer }
+  | { kind: 'scratch'; bytes: number; zero?: boolean }
+  | { kind: 'output'; bytes: number; device?: boolean };
+
+/** A kernel parameter: an int64, a null pointer, a pointer into a buffer, or a struct of buffer pointers (-1: null). */
+export type NativeRunParam = number | null | { buffer: number; offset?: number } | { struct: number[] };
+
+export interface NativeRunLaunch {
+  /** Index of the function in the module's `functions`. */
+  fn: number;
+  grid: [number, number, number];
+  block: number;
+  shared: number;
+  params: NativeRunParam[];
+}
+
+export interface NativeRunRequest {
+  buffers: NativeRunBuffer[];
+  launches: NativeRunLaunch[];
+}
+
+/** One entry per output buffer, in order: host bytes, or a device buffer when `device` was set. */
+export type NativeRunResult = (ArrayBuffer | NativeDeviceBuffer)[];
+
+export interface CudaDeviceBindings {
+  cudaDeviceOpen(driverPath: string, ordinal: number): NativeCudaDevice;
+  cudaDeviceInit(device: NativeCudaDevice): Promise<void>;
+  cudaDeviceInitSync(device: NativeCudaDevice): void;
+  cudaDeviceClose(device: NativeCudaDevice): void;
+  cudaModuleLoad(device: NativeCudaDevice, image: Buffer, names: string[]): Promise<NativeModuleInfo>;
+  cudaModuleLoadSync(device: NativeCudaDevice, image: Buffer, names: string[]): NativeModuleInfo;
+  cudaUpload(device: NativeCudaDevice, data: ArrayBufferView): Promise<NativeDeviceBuffer>;
+  cudaUploadSync(device: NativeCudaDevice, data: ArrayBufferView): NativeDeviceBuffer;
+  cudaDownload(device: NativeCudaDevice, buffer: NativeDeviceBuffer): Promise<ArrayBuffer>;
+  cudaDownloadSync(device: NativeCudaDevice, buffer: NativeDeviceBuffer): ArrayBuffer;
+  cudaFree(buffer: NativeDeviceBuffer): void;
+  cudaMemoryInfo(device: NativeCudaDevice): NativeMemoryInfo;
+  cudaRun(
+    device: NativeCudaDevice,
+    module: NativeCudaModule,
+    request: NativeRunRequest,
+  ): Promise<NativeRunResult>;
+  cudaRunSync(device: NativeCudaDevice, module: NativeCudaModule, request: NativeRunRequest): NativeRunResult;
+}
+
+export interface CudaBindings extends CudaDeviceBindings {
   cudaProbe(driverPath: string, nvrtcCandidates: string[]): Promise<NativeCudaProbe>;
   cudaProbeSync(driverPath: string, nvrtcCandidates: string[]): NativeCudaProbe;
   nvrtcCompile(nvrtcCandidates: string[], request: NativeNvrtcRequest): Promise<NativeNvrtcResult>;
@@ -112,7 +188,11 @@ export interface CudaBindings {
 /** The addon's CUDA functions; throws KeOpsError ERR_NATIVE when the addon is missing or predates them. */
 export function cudaBindings(): CudaBindings {
   const addon = nativeAddon() as unknown as Partial<CudaBindings>;
-  if (typeof addon.cudaProbe !== 'function' || typeof addon.nvrtcCompile !== 'function') {
+  if (
+    typeof addon.cudaProbe !== 'function' ||
+    typeof addon.nvrtcCompile !== 'function' ||
+    typeof addon.cudaRun !== 'function'
+  ) {
     throw new KeOpsError(
       'ERR_NATIVE',
       'the keops-node native addon has no CUDA functions (built from older sources): rebuild it with `npm run build:native`',

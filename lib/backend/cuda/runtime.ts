@@ -7,9 +7,9 @@
  * CUDA is usable when the driver library loads, cuInit succeeds, there is at least one device, NVRTC loads (with
  * its builtins library) and the driver is not older than NVRTC's major version (NVRTC 13 emits PTX ISA 9.0 and
  * cubins a CUDA 12 driver rejects). Every call probes again (libraries already loaded are not re-read), so
- * installing a driver or setting KEOPS_NVRTC_LIBRARY is seen without restarting.
+ * installing a driver or setting KEOPS_NVRTC_LIBRARY is seen without restarting (`backend: 'auto'` reuses the last
+ * answer: call runtimeInfo() to make it look again).
  */
-import { KeOpsError } from '../../errors';
 import {
   type CudaBindings,
   cudaDriverLibrary,
@@ -98,21 +98,6 @@ export function interpretProbe(probe: NativeCudaProbe): RuntimeInfo {
   };
 }
 
-/**
- * What `auto` picks in this build: kernels are generated and compiled with NVRTC, but launching them on a GPU is
- * not implemented yet, so a working GPU still means the CPU — and runtimeInfo says so rather than promise CUDA.
- */
-function applyBuildLimits(info: RuntimeInfo): RuntimeInfo {
-  if (info.backend !== 'cuda') return info;
-  return {
-    ...info,
-    backend: 'cpu',
-    reason:
-      'a usable GPU was found, but this version of keops-node does not launch CUDA kernels yet ' +
-      '(they are generated and compiled with NVRTC; launching comes in a later release)',
-  };
-}
-
 function addonMissing(e: unknown): RuntimeInfo {
   return {
     backend: 'cpu',
@@ -129,33 +114,39 @@ function bindingsOrError(): CudaBindings | RuntimeInfo {
   }
 }
 
+// The last answer per configuration (driver library, NVRTC candidates), for `auto` and for opening devices: a
+// cache of what the machine offers, refreshed by every runtimeInfo() call.
+const lastAnswers = new Map<string, RuntimeInfo>();
+
+function configKey(): string {
+  return JSON.stringify([cudaDriverLibrary(), nvrtcCandidates()]);
+}
+
 /** Which backend `auto` picks and why (probing runs off the JS thread: loading NVRTC reads ~100 MB). */
 export async function runtimeInfo(): Promise<RuntimeInfo> {
+  const key = configKey();
   const bindings = bindingsOrError();
   if (!('cudaProbe' in bindings)) return bindings;
-  return applyBuildLimits(interpretProbe(await bindings.cudaProbe(cudaDriverLibrary(), nvrtcCandidates())));
+  const info = interpretProbe(await bindings.cudaProbe(cudaDriverLibrary(), nvrtcCandidates()));
+  lastAnswers.set(key, info);
+  return info;
 }
 
 /** `runtimeInfo()` on the calling thread, for synchronous code paths (Genred.callSync). */
 export function runtimeInfoSync(): RuntimeInfo {
+  const key = configKey();
   const bindings = bindingsOrError();
   if (!('cudaProbeSync' in bindings)) return bindings;
-  return applyBuildLimits(interpretProbe(bindings.cudaProbeSync(cudaDriverLibrary(), nvrtcCandidates())));
+  const info = interpretProbe(bindings.cudaProbeSync(cudaDriverLibrary(), nvrtcCandidates()));
+  lastAnswers.set(key, info);
+  return info;
 }
 
-/**
- * The error for `backend: 'cuda'` when reductions cannot run on a GPU: runtimeInfo's reason, or, where CUDA is
- * usable, that this version does not launch CUDA kernels yet.
- */
-export function noGpuError(): KeOpsError {
-  const info = runtimeInfoSync();
-  const why =
-    info.backend === 'cpu'
-      ? info.reason
-      : `CUDA is usable here (${info.devices.map((d) => d.name).join(', ')}), but this version of keops-node ` +
-        'does not launch CUDA kernels yet';
-  return new KeOpsError(
-    'ERR_NO_GPU',
-    `backend 'cuda' is not available: ${why}. Use backend 'cpu' or 'auto'.`,
-  );
+/** The last runtimeInfo() of this configuration, probing only the first time. */
+export async function cachedRuntimeInfo(): Promise<RuntimeInfo> {
+  return lastAnswers.get(configKey()) ?? (await runtimeInfo());
+}
+
+export function cachedRuntimeInfoSync(): RuntimeInfo {
+  return lastAnswers.get(configKey()) ?? runtimeInfoSync();
 }
