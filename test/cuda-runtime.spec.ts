@@ -135,6 +135,39 @@ describe('CUDA device runtime', function () {
       expect((await rejection(gauss().call([a, y, b]))).code).to.equal('ERR_DISPOSED');
     });
 
+    it('garbage collection frees forgotten arrays and pinned results (the backstop)', async function () {
+      const script = `
+        const { Genred, DeviceArray, deviceMemory } = require(${JSON.stringify(join(ROOT, 'lib', 'index.ts'))});
+        const settle = async () => {
+          for (let k = 0; k < 10; k++) { global.gc(); await new Promise((r) => setTimeout(r, 20)); }
+        };
+        (async () => {
+          const g = new Genred('x*y', ['x = Vi(1)', 'y = Vj(1)'], { axis: 1, backend: 'cuda' });
+          await g.call([Float32Array.of(1), Float32Array.of(1)]);
+          await settle();
+          const base = await deviceMemory();
+          for (let k = 0; k < 5; k++) await DeviceArray.from(new Float32Array(1000));
+          let out = await g.call([new Float32Array(400000), Float32Array.of(1)]); // 1.6 MB: pinned
+          const during = await deviceMemory();
+          out = null;
+          await settle();
+          const after = await deviceMemory();
+          console.log(JSON.stringify({ base, during, after }));
+        })();
+      `;
+      const { stdout } = await execFileAsync(
+        process.execPath,
+        ['--expose-gc', '-r', 'ts-node/register/transpile-only', '-e', script],
+        { cwd: ROOT, env: process.env, timeout: 120_000 },
+      );
+      const { base, during, after } = JSON.parse(stdout.trim().split('\n').pop() as string);
+      expect(during.arrays).to.equal(base.arrays + 5);
+      expect(during.pinnedBytes).to.be.at.least(1_600_000);
+      expect(after.arrays).to.equal(base.arrays);
+      expect(after.arrayBytes).to.equal(base.arrayBytes);
+      expect(after.pinnedBytes).to.equal(base.pinnedBytes);
+    });
+
     it('rejects bad input with typed errors', async function () {
       expect((await rejection(DeviceArray.from([1, 2] as unknown as Float32Array))).code).to.equal(
         'ERR_ARG_TYPE',

@@ -1,6 +1,7 @@
 /**
- * The kernel cache: compiled CPU kernels on disk, shared by every process of a user, with the loaded kernels
- * of this process in front.
+ * The kernel cache: compiled CPU kernels (and CUDA images, `<key>.cubin` / `<key>.ptx`, see
+ * lib/backend/cuda/kernels.ts) on disk, shared by every process of a user, with the loaded kernels of this
+ * process in front.
  *
  * Folder: `KEOPS_CACHE_DIR`, else `$XDG_CACHE_HOME` (or `~/.cache`) + `/keops-node/<package version>/`.
  * Entry: `<key>.so`, key = sha256 of everything that determines the machine code (generated source, reduction,

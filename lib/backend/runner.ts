@@ -1,7 +1,9 @@
 /**
  * `ReductionRunner`: the engine behind Genred, for a reduction that is already built (a `GenredReduction` and
  * the input variables it reads), whatever built it: formula text (Genred), LazyTensor, or a symbolic gradient.
- * It validates a call, plans it, compiles (or loads) the CPU kernel once per dtype and runs it.
+ * It validates a call, plans it, picks the backend (DeviceArray arguments and device outputs need the GPU;
+ * `auto` takes the GPU when runtimeInfo() says CUDA works), compiles (or loads) the kernel once per dtype (and
+ * GPU) and runs it.
  *
  * Exported API:
  *
@@ -15,7 +17,7 @@
  *       sumScheme?: SumScheme; dtypeAcc?: DtypeAcc; backend?: Backend; threads?: number;
  *       label?: string;                         // names the reduction in error messages, e.g. 'Sum'
  *     }
- *     interface RunOptions { ranges?: GenredRanges; backend?: Backend; threads?: number }
+ *     interface RunOptions { ranges?: GenredRanges; backend?: Backend; threads?: number; device?: number }
  *     interface RawRun extends RawReductionOutput {   // { val, idx, rows } + how the call was planned
  *       dtype: Dtype; nx: number; ny: number; batchShape: readonly number[];
  *     }
@@ -25,11 +27,12 @@
  *       readonly variables: readonly FormulaVariable[]; readonly argCount: number;
  *       readonly sumScheme: 'direct_sum' | 'block_sum' | 'kahan_scheme'; readonly dtypeAcc: DtypeAcc;
  *       readonly backend: Backend; readonly threads: number;   // 0 = one per core
- *       call(args: readonly GenredArg[], options?: RunOptions): Promise<GenredResult>;
- *       callSync(args: readonly GenredArg[], options?: RunOptions): GenredResult;
- *       callRaw(args: readonly GenredArg[], options?: RunOptions): Promise<RawRun>;  // before postprocess
- *       callRawSync(args: readonly GenredArg[], options?: RunOptions): RawRun;
- *       kernelInfo(dtype: Dtype): GenredKernelInfo | undefined;
+ *       call(args: readonly CallArg[], options?: RunOptions): Promise<GenredResult>;
+ *       callSync(args: readonly CallArg[], options?: RunOptions): GenredResult;
+ *       callToDevice(args: readonly CallArg[], options?: RunOptions): Promise<GenredDeviceResult>;
+ *       callRaw(args: readonly CallArg[], options?: RunOptions): Promise<RawRun>;  // before postprocess
+ *       callRawSync(args: readonly CallArg[], options?: RunOptions): RawRun;
+ *       kernelInfo(dtype: Dtype, backend?: 'cpu' | 'cuda', device?: number): GenredKernelInfo | undefined;
  *     }
  *     function mergeVariables(lists: readonly (readonly FormulaVariable[])[]): FormulaVariable[];
  */
