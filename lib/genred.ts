@@ -18,6 +18,7 @@
  * again. `Genred` is the text front end of `NodeGenred`, which takes formula nodes.
  */
 import { KeOpsError } from './errors';
+import { DeviceArray } from './backend/cuda/device-array';
 import {
   type Backend,
   type DtypeAcc,
@@ -309,6 +310,15 @@ export class NodeGenred {
       throw invalid(`grad of ${this.reductionName}: the cotangent of the result is required`);
     }
     if (!Array.isArray(args)) throw new KeOpsError('ERR_ARG_COUNT', 'args must be an array');
+    const onDevice = args.findIndex(
+      (a) => a instanceof DeviceArray || (a as { data?: unknown })?.data instanceof DeviceArray,
+    );
+    if (onDevice >= 0) {
+      throw new KeOpsError(
+        'ERR_ARG_TYPE',
+        `grad takes host arrays (argument ${onDevice} is a DeviceArray): read it with toHost(); the gradient still runs on the GPU`,
+      );
+    }
     const runOptions: RunOptions = {
       ranges: options.ranges,
       backend: options.backend,

@@ -274,9 +274,32 @@ describe('CUDA device runtime', function () {
       );
       const ints = await DeviceArray.from(new Int32Array(15));
       expect((await rejection(gauss().call([ints, args[1], args[2]]))).code).to.equal('ERR_ARG_DTYPE');
+      const gradError = await rejection(
+        gauss().grad([x, args[1], args[2]] as unknown as Float32Array[], {
+          wrt: 'y',
+          cotangent: new Float32Array(10),
+        }),
+      );
+      expect(gradError.code).to.equal('ERR_ARG_TYPE');
       const wrongLength = await DeviceArray.from(new Float32Array(7));
       expect((await rejection(gauss().call([wrongLength, args[1], args[2]]))).code).to.equal('ERR_ARG_SHAPE');
       for (const a of [x, ints, wrongLength]) a.dispose();
+    });
+
+    it('computes gradients on the GPU (LogSumExp, Sum), matching the CPU backend', async function () {
+      const args = gaussData(25, 35, 18, 'float64');
+      for (const reduction of ['Sum', 'LogSumExp']) {
+        const formula = reduction === 'Sum' ? 'Exp(-SqDist(x,y))*b' : '-SqDist(x,y)*Sum(b)';
+        const aliases = ['x = Vi(3)', 'y = Vj(3)', 'b = Vj(2)'];
+        const cotangent = randArray(rng(19), 25 * (reduction === 'Sum' ? 2 : 1));
+        for (const wrt of ['x', 'y', 'b']) {
+          const make = (backend: 'cpu' | 'cuda') =>
+            new Genred(formula, aliases, { axis: 1, reduction, backend });
+          const onGpu = await make('cuda').grad(args, { wrt, cotangent });
+          const onCpu = make('cpu').gradSync(args, { wrt, cotangent });
+          expectBackendResult(onGpu, onCpu, 'float64', `${reduction} d/d${wrt}`);
+        }
+      }
     });
 
     it('runs a call queued before dispose() of its argument', async function () {
