@@ -17,20 +17,11 @@ process.env.KEOPS_CACHE_DIR = cacheDir; // cold cache: the first call really com
 
 // Imported after KEOPS_CACHE_DIR is set (the cache folder is read per call, but keep it obvious).
 import { Genred } from '../lib/genred';
+import { uniform } from './data';
 
 const SCALE = Number(process.env.BENCH_SCALE ?? 1);
 const N = Math.round(1e5 * SCALE);
 const USEARCH_QUERIES = Math.round(10_000 * SCALE);
-
-function uniform(count: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(count);
-  for (let k = 0; k < count; k++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[k] = s / 2 ** 32;
-  }
-  return out;
-}
 
 /** Best of `repeats` runs, in seconds. */
 async function best(repeats: number, run: () => unknown): Promise<number> {
