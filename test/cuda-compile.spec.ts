@@ -16,7 +16,12 @@ import { archOfDevice, compileCuda, compileCudaSync } from '../lib/backend/cuda/
 import { nvrtcCandidates } from '../lib/backend/cuda/bindings';
 import { buildRangesLookup, chooseBlockSize, planCudaLaunch } from '../lib/backend/cuda/launch';
 import { noGpuError } from '../lib/backend/cuda/device';
-import { interpretProbe, runtimeInfo, type RuntimeInfo } from '../lib/backend/cuda/runtime';
+import {
+  cachedRuntimeInfo,
+  interpretProbe,
+  runtimeInfo,
+  type RuntimeInfo,
+} from '../lib/backend/cuda/runtime';
 import { packageRoot } from '../lib/backend/package-root';
 import { cudaPrelude, type CudaDtype, type CudaSumScheme, generateCudaKernels } from '../lib/codegen/cuda';
 import { hasKahanScheme } from '../lib/codegen/reduction-hooks';
@@ -287,6 +292,23 @@ describe('CUDA backend without a GPU', function () {
       expect(info.backend).to.equal('cpu');
       expect(info.reason).to.contain('CUDA_ERROR_NO_DEVICE');
       expect(probe({ version: 13000 }).reason).to.contain('no device');
+    });
+
+    it('leaves NVRTC out of the reason when it was not probed (no usable driver: the quick path)', async () => {
+      const info = interpretProbe(
+        {
+          driver: { loaded: false, error: 'libcuda.so.1: cannot open shared object file', devices: [] },
+          nvrtc: { loaded: false, error: 'no NVRTC library to try' },
+        },
+        false,
+      );
+      expect(info.backend).to.equal('cpu');
+      expect(info.reason).to.contain('libcuda.so.1').and.not.to.contain('NVRTC');
+      // What `auto` uses without a driver is the same decision, and does not load NVRTC.
+      const cached = await cachedRuntimeInfo();
+      if (cached.backend === 'cpu' && cached.devices.length === 0) {
+        expect((await runtimeInfo()).backend).to.equal('cpu');
+      }
     });
 
     it('lists every reason when several things are missing', () => {

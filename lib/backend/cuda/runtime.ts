@@ -53,7 +53,7 @@ function versionText(driverVersion: number): string {
 }
 
 /** Turns the addon's probe into the public answer (pure: tested with hand-made probes). */
-export function interpretProbe(probe: NativeCudaProbe): RuntimeInfo {
+export function interpretProbe(probe: NativeCudaProbe, nvrtcProbed = true): RuntimeInfo {
   const { driver, nvrtc } = probe;
   const devices: CudaDeviceInfo[] = driver.devices.map((d) => ({
     name: d.name,
@@ -79,7 +79,8 @@ export function interpretProbe(probe: NativeCudaProbe): RuntimeInfo {
   else if (driver.initError !== undefined)
     reasons.push(`the CUDA driver cannot be used (${driver.initError})`);
   else if (devices.length === 0) reasons.push('the CUDA driver reports no device');
-  if (!nvrtc.loaded) reasons.push(`no NVRTC (${nvrtc.error ?? 'unknown error'}); ${NVRTC_HINT}`);
+  if (!nvrtc.loaded && nvrtcProbed)
+    reasons.push(`no NVRTC (${nvrtc.error ?? 'unknown error'}); ${NVRTC_HINT}`);
   if (reasons.length === 0 && driverInfo !== undefined && nvrtc.major !== undefined) {
     if (driverInfo.version < nvrtc.major * 1000) {
       reasons.push(
@@ -142,11 +143,36 @@ export function runtimeInfoSync(): RuntimeInfo {
   return info;
 }
 
-/** The last runtimeInfo() of this configuration, probing only the first time. */
+/** Whether the driver part of a probe leaves any chance of CUDA (then NVRTC is worth loading). */
+function driverUsable(probe: NativeCudaProbe): boolean {
+  return probe.driver.loaded && probe.driver.initError === undefined && probe.driver.devices.length > 0;
+}
+
+/**
+ * The last runtimeInfo() of this configuration, probing only the first time — the driver first: without a
+ * usable driver the answer is 'cpu' whatever NVRTC says, and loading NVRTC (~100 MB) would cost every CPU-only
+ * process ~50 ms on its first call.
+ */
 export async function cachedRuntimeInfo(): Promise<RuntimeInfo> {
-  return lastAnswers.get(configKey()) ?? (await runtimeInfo());
+  const known = lastAnswers.get(configKey());
+  if (known !== undefined) return known;
+  const bindings = bindingsOrError();
+  if (!('cudaProbe' in bindings)) return bindings;
+  const driverOnly = await bindings.cudaProbe(cudaDriverLibrary(), []);
+  if (driverUsable(driverOnly)) return runtimeInfo();
+  const info = interpretProbe(driverOnly, false);
+  lastAnswers.set(configKey(), info);
+  return info;
 }
 
 export function cachedRuntimeInfoSync(): RuntimeInfo {
-  return lastAnswers.get(configKey()) ?? runtimeInfoSync();
+  const known = lastAnswers.get(configKey());
+  if (known !== undefined) return known;
+  const bindings = bindingsOrError();
+  if (!('cudaProbeSync' in bindings)) return bindings;
+  const driverOnly = bindings.cudaProbeSync(cudaDriverLibrary(), []);
+  if (driverUsable(driverOnly)) return runtimeInfoSync();
+  const info = interpretProbe(driverOnly, false);
+  lastAnswers.set(configKey(), info);
+  return info;
 }
