@@ -15,22 +15,9 @@ import {
   swapAxes,
   unpermuteRows,
 } from '../lib/cluster';
-import { KeOpsError } from '../lib/errors';
 import { parseFormula } from '../lib/formula';
 import { normalizeRanges, type ReferenceInput, referenceGenred } from '../lib/reference';
-import { expectClose, randArray, rng } from './util';
-
-function expectKeOpsError(fn: () => unknown, code: string, pattern?: RegExp): void {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  expect(caught, 'expected a KeOpsError').to.be.instanceOf(KeOpsError);
-  expect((caught as KeOpsError).code, (caught as KeOpsError).message).to.equal(code);
-  if (pattern) expect((caught as KeOpsError).message).to.match(pattern);
-}
+import { expectClose, expectKeOpsError, randArray, rng } from './util';
 
 const i32 = (...v: number[]): Int32Array => Int32Array.from(v);
 const f64 = (...v: number[]): Float64Array => Float64Array.from(v);

@@ -4,13 +4,12 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { isKeOpsError } from '../lib/errors';
 import { builder as b } from '../lib/formula/builder';
 import { intern, type Node, type ParamValue } from '../lib/formula/node';
 import type { EmitContext } from '../lib/formula/opdef';
 import { type Rational, ratToNumber } from '../lib/formula/rational';
 import { OPS } from '../lib/formula/registry';
-import { checkGradient, evalWith, expectClose, randArray, rng } from './util';
+import { checkGradient, evalWith, expectClose, expectKeOpsError, randArray, rng } from './util';
 
 type Range = readonly [number, number];
 
@@ -145,19 +144,6 @@ function samplePoint(c: OpCase, vars: readonly Node[], r: () => number): Map<Nod
       return [v, randArray(r, v.dim, lo, hi)];
     }),
   );
-}
-
-function expectKeOpsError(fn: () => unknown, code: string, ...mentions: string[]): void {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  expect(isKeOpsError(caught), `expected a KeOpsError ${code}, got ${String(caught)}`).to.equal(true);
-  if (!isKeOpsError(caught)) return;
-  expect(caught.code).to.equal(code);
-  for (const m of mentions) expect(caught.message).to.contain(m);
 }
 
 const evalOne = (op: string, args: readonly number[][], params: readonly ParamValue[] = []): Float64Array => {

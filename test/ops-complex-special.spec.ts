@@ -3,14 +3,14 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
-import { KeOpsError } from '../lib/errors';
+import type { KeOpsErrorCode } from '../lib/errors';
 import { builder as b } from '../lib/formula/builder';
 import type { Node, ParamValue } from '../lib/formula/node';
 import type { EmitContext } from '../lib/formula/opdef';
 import { evaluateFormula } from '../lib/formula/evaluate';
 import { OPS } from '../lib/formula/registry';
 import { ratToNumber } from '../lib/formula/rational';
-import { checkGradient, evalWith, expectClose, randArray, rng } from './util';
+import { checkGradient, evalWith, expectClose, expectKeOpsError, randArray, rng } from './util';
 
 // ---- a tiny complex arithmetic, independent of the code under test ----------------------------------
 
@@ -40,18 +40,6 @@ const elementwise = (f: (z: C, w: C) => C) => (a: Float64Array, c: Float64Array)
   const n = Math.max(za.length, zc.length);
   return pack(Array.from({ length: n }, (_, k) => f(entry(za, k), entry(zc, k))));
 };
-
-function expectKeOpsError(fn: () => unknown, code: string, messagePart?: string): void {
-  try {
-    fn();
-  } catch (e) {
-    expect(e, String(e)).to.be.instanceOf(KeOpsError);
-    expect((e as KeOpsError).code, (e as Error).message).to.equal(code);
-    if (messagePart !== undefined) expect((e as Error).message).to.contain(messagePart);
-    return;
-  }
-  expect.fail(`expected a KeOpsError ${code}`);
-}
 
 /** Variables of the given dims, at positions 0, 1, ... with categories cycling through i, j, parameter. */
 const varsFor = (dims: readonly number[]): Node[] => dims.map((d, k) => b.variable(k, d, k % 3));
@@ -178,7 +166,7 @@ describe('ops: complex numbers (1.5 f)', () => {
   });
 
   describe('dimension errors', () => {
-    const bad: Array<[string, number[], ParamValue[], string]> = [
+    const bad: Array<[string, number[], ParamValue[], KeOpsErrorCode]> = [
       ['ComplexReal', [3], [], 'ERR_FORMULA_DIM'],
       ['ComplexImag', [1], [], 'ERR_FORMULA_DIM'],
       ['Conj', [5], [], 'ERR_FORMULA_DIM'],

@@ -1,5 +1,4 @@
 import { expect } from 'chai';
-import { KeOpsError } from '../lib/errors';
 import { builder as b } from '../lib/formula/builder';
 import {
   GENRED_REDUCTION_NAMES,
@@ -15,19 +14,7 @@ import {
   referenceReduction,
   type ReferenceInput,
 } from '../lib/reference';
-import { expectClose, randArray, rng } from './util';
-
-function expectKeOpsError(fn: () => unknown, code: string, pattern?: RegExp): void {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  expect(caught, 'expected a KeOpsError').to.be.instanceOf(KeOpsError);
-  expect((caught as KeOpsError).code, (caught as KeOpsError).message).to.equal(code);
-  if (pattern) expect((caught as KeOpsError).message).to.match(pattern);
-}
+import { expectClose, expectKeOpsError, randArray, rng } from './util';
 
 // Variables: x_i (3), y_j (3), w_j (2, positive), p (param), a_i (2, positive).
 const M = 5;
@@ -414,8 +401,8 @@ describe('reference: sizes and input validation', () => {
 
   it('rejects bad inputs with ERR_INVALID_ARGUMENT', () => {
     const red = makeReduction('Sum_Reduction', h, { tag: 0 });
-    const bad = (inputs: (ReferenceInput | undefined)[], pattern?: RegExp) =>
-      expectKeOpsError(() => referenceReduction(red, inputs), 'ERR_INVALID_ARGUMENT', pattern);
+    const bad = (inputs: (ReferenceInput | undefined)[], ...patterns: RegExp[]) =>
+      expectKeOpsError(() => referenceReduction(red, inputs), 'ERR_INVALID_ARGUMENT', ...patterns);
     bad([{ data: d.x, dim: 3, cat: 0 }], /no input for variable/);
     bad([{ data: d.x, dim: 3, cat: 0 }, undefined], /position 1/);
     bad(

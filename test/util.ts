@@ -1,7 +1,7 @@
 /** Shared test helpers: seeded randomness, closeness checks and finite-difference gradient checks. */
 import { join, resolve } from 'node:path';
 import { expect } from 'chai';
-import { KeOpsError } from '../lib/errors';
+import { KeOpsError, type KeOpsErrorCode } from '../lib/errors';
 import type { GenredResult } from '../lib/formula/genred-reductions';
 import { builder as b } from '../lib/formula/builder';
 import { evaluateFormula } from '../lib/formula/evaluate';
@@ -128,6 +128,24 @@ export function thrown(f: () => unknown): KeOpsError {
     return e as KeOpsError;
   }
   throw new Error('expected a KeOpsError');
+}
+
+/**
+ * Expects `fn` to throw a KeOpsError with `code` whose message contains every string and matches every RegExp
+ * of `mentions`; returns the error.
+ */
+export function expectKeOpsError(
+  fn: () => unknown,
+  code: KeOpsErrorCode,
+  ...mentions: (string | RegExp)[]
+): KeOpsError {
+  const e = thrown(fn);
+  expect(e.code, e.message).to.equal(code);
+  for (const m of mentions) {
+    if (typeof m === 'string') expect(e.message).to.contain(m);
+    else expect(e.message).to.match(m);
+  }
+  return e;
 }
 
 /**
