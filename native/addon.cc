@@ -13,6 +13,7 @@
 
 #include "cpu_kernel.h"
 #include "cpu_runner.h"
+#include "coded_failure.h"
 #include "cuda_addon.h"
 
 namespace keops {
@@ -22,46 +23,8 @@ namespace {
 constexpr napi_type_tag kCpuKernelTag = {0x6c1d3f0a2b8e4c57ULL, 0x9a41e0d2c7b35f18ULL};
 constexpr napi_type_tag kKernelPointerTag = {0x3e7b9c21d5f04a86ULL, 0xb2c84f17e69d0a35ULL};
 
-class CodedError : public std::runtime_error {
- public:
-  CodedError(std::string code, const std::string& message) : std::runtime_error(message), code_(std::move(code)) {}
-  const std::string& code() const { return code_; }
-
- private:
-  std::string code_;
-};
-
 Napi::Error MakeError(Napi::Env env, const std::string& code, const std::string& message) {
-  Napi::Error error = Napi::Error::New(env, message);
-  error.Set("code", Napi::String::New(env, code));
-  return error;
-}
-
-void ThrowAsJs(Napi::Env env, const std::exception& e) {
-  if (auto coded = dynamic_cast<const CodedError*>(&e)) {
-    MakeError(env, coded->code(), coded->what()).ThrowAsJavaScriptException();
-  } else {
-    MakeError(env, "ERR_NATIVE", e.what()).ThrowAsJavaScriptException();
-  }
-}
-
-// Runs `body` and turns any C++ exception into a pending JS exception, so none escapes into Node.
-template <typename Body>
-Napi::Value Guarded(Napi::Env env, Body&& body) {
-  try {
-    return body();
-  } catch (const Napi::Error& e) {
-    e.ThrowAsJavaScriptException();
-  } catch (const std::exception& e) {
-    ThrowAsJs(env, e);
-  } catch (...) {
-    MakeError(env, "ERR_NATIVE", "unknown native failure").ThrowAsJavaScriptException();
-  }
-  return env.Undefined();
-}
-
-void Require(bool condition, const std::string& message) {
-  if (!condition) throw CodedError("ERR_INVALID_ARGUMENT", message);
+  return MakeCodedError(env, CodedFailure(code, message));
 }
 
 int64_t ToCount(const Napi::Value& value, const char* what) {
@@ -173,7 +136,7 @@ class KeOpsAddon : public Napi::Addon<KeOpsAddon> {
       if (kernel == nullptr) {
         std::string error;
         kernel = LoadedCpuKernel::Open(path, &error);
-        if (kernel == nullptr) throw CodedError("ERR_KERNEL_LOAD", error);
+        if (kernel == nullptr) throw CodedFailure("ERR_KERNEL_LOAD", error);
         ForgetClosedKernels();
         loaded_[path] = kernel;
       }
@@ -198,7 +161,7 @@ class KeOpsAddon : public Napi::Addon<KeOpsAddon> {
     return Guarded(env, [&]() -> Napi::Value {
       PreparedRun run = Prepare(info);
       const std::string error = RunCpuJobs(run.kernel->entry(), run.jobs, run.threads);
-      if (!error.empty()) throw CodedError("ERR_KERNEL_RUN", error);
+      if (!error.empty()) throw CodedFailure("ERR_KERNEL_RUN", error);
       return env.Undefined();
     });
   }
@@ -220,7 +183,7 @@ class KeOpsAddon : public Napi::Addon<KeOpsAddon> {
     Require(handle.CheckTypeTag(&kCpuKernelTag), "the first argument is not a CpuKernel");
     PreparedRun run;
     run.kernel = CpuKernel::Unwrap(handle)->kernel();
-    if (run.kernel == nullptr) throw CodedError("ERR_INVALID_ARGUMENT", "this CpuKernel was disposed");
+    if (run.kernel == nullptr) throw CodedFailure("ERR_INVALID_ARGUMENT", "this CpuKernel was disposed");
     const int64_t threads = ToCount(info[2], "threads");
     run.threads = static_cast<unsigned>(threads == 0 ? default_threads_ : std::min<int64_t>(threads, 1024));
 

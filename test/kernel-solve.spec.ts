@@ -8,7 +8,15 @@ import { KeOpsError } from '../lib/errors';
 import { parseFormula } from '../lib/formula';
 import { Genred } from '../lib/genred';
 import { KernelSolve, NodeKernelSolve } from '../lib/kernel-solve';
-import { denseSolve, gaussianSystem, randArray, rejection, rng, useTestKernelCache } from './util';
+import {
+  denseSolve,
+  expectRelative,
+  gaussianSystem,
+  randArray,
+  rejection,
+  rng,
+  useTestKernelCache,
+} from './util';
 
 const FORMULA = 'Exp(-g*SqDist(x,y))*b';
 const ALIASES = ['x = Vi(2)', 'y = Vj(2)', 'b = Vj(2)', 'g = Pm(1)'];
@@ -28,22 +36,6 @@ const dot = (u: ArrayLike<number>, v: ArrayLike<number>): number => {
   for (let k = 0; k < u.length; k++) s += u[k] * v[k];
   return s;
 };
-
-function expectRelative(
-  actual: ArrayLike<number>,
-  expected: ArrayLike<number>,
-  tol: number,
-  what: string,
-): void {
-  expect(actual.length, `${what} length`).to.equal(expected.length);
-  let error = 0;
-  let norm = 0;
-  for (let k = 0; k < expected.length; k++) {
-    error = Math.max(error, Math.abs(actual[k] - expected[k]));
-    norm = Math.max(norm, Math.abs(expected[k]));
-  }
-  expect(error / norm, `${what}: max error ${error}, scale ${norm}`).to.be.below(tol);
-}
 
 /** Central differences of the scalar function s at each entry of `at`. */
 function finiteDifferences(s: (perturbed: Float64Array) => number, at: Float64Array): Float64Array {

@@ -5,11 +5,19 @@
  * compiled up front into the test-only cache (see genred.spec.ts).
  */
 import { expect } from 'chai';
-import { KeOpsError } from '../lib/errors';
 import { NodeKernelSolve } from '../lib/kernel-solve';
 import { LazySolve, type LazyTensor, Pm, Vi, Vj } from '../lib/lazy-tensor';
 import { builder } from '../lib/formula/builder';
-import { denseSolve, gaussianSystem, randArray, rejection, rng, useTestKernelCache } from './util';
+import {
+  denseSolve,
+  expectRelative,
+  gaussianSystem,
+  randArray,
+  rejection,
+  rng,
+  thrown,
+  useTestKernelCache,
+} from './util';
 
 const M = 40;
 const D = 2;
@@ -21,27 +29,6 @@ const denseMatrix = (x: Float64Array, g: number): Float64Array => gaussianSystem
 
 const solveDense = (matrix: Float64Array, rhs: ArrayLike<number>): Float64Array =>
   denseSolve(matrix, rhs, M, E);
-
-function expectRelative(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: number, what: string) {
-  expect(actual.length, `${what} length`).to.equal(expected.length);
-  let error = 0;
-  let norm = 0;
-  for (let k = 0; k < expected.length; k++) {
-    error = Math.max(error, Math.abs(actual[k] - expected[k]));
-    norm = Math.max(norm, Math.abs(expected[k]));
-  }
-  expect(error / norm, `${what}: max error ${error}, scale ${norm}`).to.be.below(tol);
-}
-
-function thrown(f: () => unknown): KeOpsError {
-  try {
-    f();
-  } catch (e) {
-    expect(e).to.be.instanceOf(KeOpsError);
-    return e as KeOpsError;
-  }
-  throw new Error('expected a KeOpsError');
-}
 
 describe('LazyTensor.solve', function () {
   this.timeout(300_000);

@@ -51,6 +51,23 @@ export function expectClose(
   }
 }
 
+/** max|a-e| / max|e| below `tol`: a norm-wise relative error, for solver outputs whose small entries are noisy. */
+export function expectRelative(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  tol: number,
+  what: string,
+): void {
+  expect(actual.length, `${what} length`).to.equal(expected.length);
+  let error = 0;
+  let norm = 0;
+  for (let k = 0; k < expected.length; k++) {
+    error = Math.max(error, Math.abs(actual[k] - expected[k]));
+    norm = Math.max(norm, Math.abs(expected[k]));
+  }
+  expect(error / norm, `${what}: max error ${error}, scale ${norm}`).to.be.below(tol);
+}
+
 /** Evaluates f with the given values for its Var nodes. */
 export function evalWith(f: Node, values: ReadonlyMap<Node, Float64Array>): Float64Array {
   return evaluateFormula(f, (v) => {
