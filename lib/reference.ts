@@ -5,8 +5,9 @@
  *
  * Conventions that backends must mirror:
  * - Sizes: M = rows of the cat-0 inputs (all equal), N = rows of the cat-1 inputs; 1 when there are none.
- * - Ranges (keops-semantics.md 4.4): a row reduces over the *union* of its block's intervals (an index listed
- *   twice counts once), visited in increasing order; rows outside every block get the neutral value
+ * - Ranges (docs/semantics.md, "Block-sparse ranges"): a row folds each interval of its block, by increasing
+ *   start, so an index listed in two overlapping intervals counts twice (as in KeOps); rows outside every
+ *   block get the neutral value
  *   (init + finalize), on every backend (KeOps' GPU leaves them uninitialised). Blocks must not overlap.
  * - Batch dims (4.6): inputs given with `shape` = [...batch, rows, dim] (cat 0/1) or [...batch, dim] (cat 2);
  *   missing leading batch dims count as 1, each batch dim is equal across inputs or 1 (broadcast), and the
@@ -194,14 +195,10 @@ export function normalizeRanges(
       if (s < e) pairs.push([s, e]);
     }
     previousSlice = sl[k];
+    // Sorted by start (so first visits are in increasing index order, and ties go to the smallest index), but
+    // not merged: an index listed in two overlapping intervals is folded twice, as in KeOps.
     pairs.sort((x, y) => x[0] - y[0]);
-    const merged: Array<[number, number]> = [];
-    for (const p of pairs) {
-      const last = merged[merged.length - 1];
-      if (last !== undefined && p[0] <= last[1]) last[1] = Math.max(last[1], p[1]);
-      else merged.push([p[0], p[1]]);
-    }
-    blocks.push({ start, end, reduced: merged });
+    blocks.push({ start, end, reduced: pairs });
   }
   const sorted = [...blocks].filter((bk) => bk.start < bk.end).sort((x, y) => x.start - y.start);
   for (let k = 1; k < sorted.length; k++) {

@@ -97,7 +97,7 @@ function bruteExtremum(rows: Rows, D: number, dir: 'min' | 'max') {
           : Math.max(...col);
     vals[l] = best;
     const first = column(rows, l).indexOf(best);
-    idx[l] = Number.isFinite(best) && first >= 0 ? first : 0;
+    idx[l] = Number.isFinite(best) && first >= 0 ? first : -1;
   }
   return { vals, idx };
 }
@@ -105,7 +105,7 @@ function bruteExtremum(rows: Rows, D: number, dir: 'min' | 'max') {
 /** K smallest by a stable sort of (value, j); +inf / NaN never selected; missing ranks are (+inf, 0). */
 function bruteKMin(rows: Rows, D: number, K: number) {
   const vals = new Float64Array(K * D).fill(Infinity);
-  const idx = new Int32Array(K * D);
+  const idx = new Int32Array(K * D).fill(-1);
   for (let l = 0; l < D; l++) {
     const pairs = column(rows, l)
       .map((v, j) => ({ v, j }))
@@ -195,11 +195,11 @@ describe('reductions: reference hooks', () => {
         dir === 'min' ? Infinity : -Infinity,
         dir === 'min' ? Infinity : -Infinity,
       ]);
-      expect(Array.from(empty.idx)).to.deep.equal([0, 0]);
+      expect(Array.from(empty.idx)).to.deep.equal([-1, -1]);
     });
   }
 
-  it('Min/ArgMin skip NaN and keep index 0 when nothing beats +inf', () => {
+  it('Min/ArgMin skip NaN and give index -1 when nothing beats +inf', () => {
     const red = makeReduction('Min_ArgMin_Reduction', vj(0, 1), { tag: 0 });
     const out = onePass(red, [
       Float64Array.of(NaN),
@@ -211,7 +211,7 @@ describe('reductions: reference hooks', () => {
     expect(Array.from(out.idx)).to.deep.equal([2]);
     const none = onePass(red, [Float64Array.of(Infinity), Float64Array.of(NaN)]);
     expect(Array.from(none.val)).to.deep.equal([Infinity]);
-    expect(Array.from(none.idx)).to.deep.equal([0]);
+    expect(Array.from(none.idx)).to.deep.equal([-1]);
   });
 
   it('KMin, ArgKMin, KMin_ArgKMin: sorted K smallest, ties to the smallest index, any split', () => {
@@ -241,11 +241,11 @@ describe('reductions: reference hooks', () => {
     }
   });
 
-  it('KMin with K > N leaves +inf and index 0 in the missing ranks', () => {
+  it('KMin with K > N leaves +inf and index -1 in the missing ranks', () => {
     const red = makeReduction('KMin_ArgKMin_Reduction', vj(0, 1), { tag: 0, k: 5 });
     const out = onePass(red, [Float64Array.of(3), Float64Array.of(1), Float64Array.of(3)]);
     expect(Array.from(out.val)).to.deep.equal([1, 3, 3, Infinity, Infinity]);
-    expect(Array.from(out.idx)).to.deep.equal([1, 0, 2, 0, 0]);
+    expect(Array.from(out.idx)).to.deep.equal([1, 0, 2, -1, -1]);
   });
 
   it('Max_SumShiftExp: (max, Σ e^{f-max}), stable for huge values, any split', () => {

@@ -123,7 +123,8 @@ const shiftExpKahan: KahanEmitter = (ctx, { val, comp, fout }) => {
   // One exp per term, as addShiftExp: e^{−|f−m|}, e^0 on a tie (then c·w = w exactly).
   const [m, up] = [ctx.fresh('m'), ctx.fresh('up')];
   const fold =
-    `const ${T} ${f} = (${T})${fout}[0]; const ${T} ${m} = ${val}[0]; const bool ${up} = ${f} > ${m}; ` +
+    `const ${T} ${f} = (${T})${fout}[0]; const ${T} ${m} = ${val}[0]; ` +
+    `const bool ${up} = ${f} > ${m} || ${f} != ${f}; ` + // NaN becomes a sticky maximum, as addShiftExp
     `const ${T} ${c} = keops_exp(${up} ? ${m} - ${f} : ${f} == ${m} ? ${ctx.lit(0)} : ${f} - ${m}); ` +
     `if (${up}) { ${rescaleAndAdd(c, w)} ${val}[0] = ${f}; } ` +
     `else if (${f} != -keops_inf<${T}>() || ${m} != -keops_inf<${T}>()) { ` +

@@ -146,14 +146,16 @@ const Sum_Reduction: EngineReductionDef = {
 
 /**
  * Adds e^{f}·w to the accumulator (m, s): rescales s when f is a new maximum. A term with f = −∞ weighs
- * e^{−∞} = 0 (so two −∞ never produce ∞−∞ = NaN); f = m = +∞ adds w; NaN propagates.
+ * e^{−∞} = 0 (so two −∞ never produce ∞−∞ = NaN); f = m = +∞ adds w. A NaN f becomes the maximum and stays
+ * it (m = NaN, s = NaN), so NaN propagates however the terms are split between partial accumulators and
+ * merged (a NaN held only in s would be lost when merged from an accumulator whose m is still −∞).
  * One exp per term, e^{−|f−m|} (e^0 on a tie), whichever branch is taken: vectorised folds evaluate both
  * branches, so a second exp would be paid on every term (about 30% slower LogSumExp on the CPU).
  */
 function addShiftExp(val: Float64Array, f: number, weight: (k: number) => number): void {
   const m = val[0];
   const n = val.length - 1;
-  const up = f > m;
+  const up = f > m || Number.isNaN(f);
   const c = Math.exp(up ? m - f : f === m ? 0 : f - m);
   if (up) {
     for (let k = 1; k <= n; k++) val[k] = val[k] * c + weight(k - 1);
@@ -174,7 +176,8 @@ function emitAddShiftExp(
   const T = ctx.T;
   const [fv, mv, up, c] = [ctx.fresh('f'), ctx.fresh('m'), ctx.fresh('up'), ctx.fresh('c')];
   return (
-    `{ const ${T} ${fv} = ${f}; const ${T} ${mv} = ${val}[0]; const bool ${up} = ${fv} > ${mv}; ` +
+    `{ const ${T} ${fv} = ${f}; const ${T} ${mv} = ${val}[0]; ` +
+    `const bool ${up} = ${fv} > ${mv} || ${fv} != ${fv}; ` +
     `const ${T} ${c} = keops_exp(${up} ? ${mv} - ${fv} : ${fv} == ${mv} ? ${ctx.lit(0)} : ${fv} - ${mv}); ` +
     `if (${up}) { ${loop(ctx, n, (k) => `${val}[1 + ${k}] = ${val}[1 + ${k}] * ${c} + ${weight(k)};`)} ` +
     `${val}[0] = ${fv}; } ` +
@@ -266,6 +269,12 @@ function shiftExpReduction(weighted: boolean): EngineReductionDef {
 const Max_SumShiftExp_Reduction = shiftExpReduction(false);
 const Max_SumShiftExpWeight_Reduction = shiftExpReduction(true);
 
+/**
+ * The index of a rank no candidate filled (K > N, an empty reduction, or only NaN / infinite candidates), with
+ * value +inf (−inf for Max): FAISS' convention, so that index 0 always names a real candidate.
+ */
+export const MISSING_INDEX = -1;
+
 // ---------------------------------------------------------------------------------------------------------
 // Min / Max / ArgMin / ArgMax / Min_ArgMin / Max_ArgMax: per component, the first extremum in j.
 
@@ -308,7 +317,7 @@ function extremumReduction(
     fout: (f) => f,
     init(acc) {
       acc.val.fill(start);
-      acc.idx.fill(0);
+      acc.idx.fill(MISSING_INDEX);
     },
     fold(acc, fout, j) {
       for (let k = 0; k < acc.val.length; k++) {
@@ -332,7 +341,7 @@ function extremumReduction(
       idx: tracksIndex ? acc.idx.slice() : noIndex,
     }),
     emitInit: (ctx, val, idx) =>
-      `{ ${loop(ctx, ctx.red.layout.dimredVal, (k) => `${val}[${k}] = ${direction === 'min' ? '' : '-'}${inf(ctx)};${tracksIndex ? ` ${idx}[${k}] = 0;` : ''}`)} }`,
+      `{ ${loop(ctx, ctx.red.layout.dimredVal, (k) => `${val}[${k}] = ${direction === 'min' ? '' : '-'}${inf(ctx)};${tracksIndex ? ` ${idx}[${k}] = ${MISSING_INDEX};` : ''}`)} }`,
     emitFold: (ctx, val, idx, fout, j) =>
       `{ ${loop(
         ctx,
@@ -385,7 +394,7 @@ function kminReduction(name: string, output: Output, doc: string): EngineReducti
     'differentiate through ArgKMin_Reduction and gather the formula at those indices instead';
   return {
     name,
-    doc: `${name}(F,K,tag): per component, ${doc} in increasing order (ties: smallest index first; K > N leaves +inf and index 0)`,
+    doc: `${name}(F,K,tag): per component, ${doc} in increasing order (ties: smallest index first; ranks with no candidate are +inf with index -1)`,
     syntax: 'k_tag',
     sumType: false,
     layout(d, k, d2) {
@@ -404,7 +413,7 @@ function kminReduction(name: string, output: Output, doc: string): EngineReducti
     fout: (f) => f,
     init(acc) {
       acc.val.fill(Infinity);
-      acc.idx.fill(0);
+      acc.idx.fill(MISSING_INDEX);
     },
     fold(acc, fout, j, red) {
       const D = red.formula.dim;
@@ -456,7 +465,7 @@ function kminReduction(name: string, output: Output, doc: string): EngineReducti
       idx: output === 'values' ? noIndex : acc.idx.slice(),
     }),
     emitInit: (ctx, val, idx) =>
-      `{ ${loop(ctx, ctx.red.layout.dimredVal, (k) => `${val}[${k}] = ${inf(ctx)}; ${idx}[${k}] = 0;`)} }`,
+      `{ ${loop(ctx, ctx.red.layout.dimredVal, (k) => `${val}[${k}] = ${inf(ctx)}; ${idx}[${k}] = ${MISSING_INDEX};`)} }`,
     emitFold(ctx, val, idx, fout, j) {
       const D = ctx.red.formula.dim;
       const K = ctx.red.k as number;
