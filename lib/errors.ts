@@ -21,6 +21,8 @@ export type KeOpsErrorCode =
   | 'ERR_ARG_DTYPE' // unsupported element type, or float32 and float64 inputs mixed
   | 'ERR_ARG_SHAPE' // input length / shape inconsistent with its dim, row counts or batch dims
   | 'ERR_RANGES' // malformed block-sparse ranges
+  | 'ERR_OUTPUT_TOO_LARGE' // the output, or the number of batch entries, is beyond what can be allocated
+  | 'ERR_INDEX_OVERFLOW' // an index reduction over 2^31 rows or more (indices are int32)
   | 'ERR_CLUSTER' // bad cluster labels: negative, out of range, or unsorted where sorted ones are needed
   | 'ERR_NO_COMPILER' // the CPU backend found no C++ compiler
   | 'ERR_COMPILE' // the C++ compiler or NVRTC rejected a generated kernel (the message carries its log)

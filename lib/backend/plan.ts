@@ -13,6 +13,7 @@ import { KeOpsError, type KeOpsErrorCode } from '../errors';
 import type { FormulaVariable } from '../formula/aliases';
 import { batchOffset, broadcastBatchShape, normalizeRanges, type RangeBlock } from '../reference';
 import { DeviceArray } from './cuda/device-array';
+import { checkedBatchCount } from './limits';
 
 export type FloatArray = Float32Array | Float64Array;
 export type Dtype = 'float32' | 'float64';
@@ -270,7 +271,7 @@ export function planReduction(
   }
   const device = devices.size === 1 ? [...devices][0] : undefined;
 
-  const batchCount = batchShape.reduce((p, s) => p * s, 1);
+  const batchCount = checkedBatchCount(batchShape);
   const jobs: PlannedJob[] = [];
   for (let b = 0; b < batchCount; b++) {
     const offsets = infos.map((info, pos) => {

@@ -44,6 +44,7 @@ import type { GenredReduction, GenredResult, RawReductionOutput } from '../formu
 import type { Reduction } from '../formula/reduction';
 import { type AcquiredCpuKernel, acquireCpuKernel, acquireCpuKernelSync, type CpuKernelSpec } from './cache';
 import { runCpuReduction, runCpuReductionSync } from './cpu/run';
+import { checkIndexRange, checkOutputSize } from './limits';
 import { type CallArg, type Dtype, type GenredRanges, planReduction, type ReductionPlan } from './plan';
 import {
   type CudaDevice,
@@ -406,6 +407,9 @@ export class ReductionRunner {
     if (this.dtypeAcc === 'float32' && plan.dtype === 'float64') {
       throw invalid("dtypeAcc 'float32' cannot accumulate float64 data");
     }
+    const layout = this.reduction.layout;
+    checkIndexRange(plan.ny, layout, this.reduction.def.name);
+    checkOutputSize(plan.jobs.length * plan.nx, layout, plan.dtype === 'float32' ? 4 : 8);
     return { plan, threads };
   }
 

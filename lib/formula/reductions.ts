@@ -29,6 +29,11 @@ import {
 
 /** Accumulators live in registers / local memory: keep them bounded (K·D for KMin, D otherwise). */
 export const MAX_ACCUMULATOR_WIDTH = 1 << 20;
+/**
+ * K·D bound of the KMin family: their folds and merges keep K·D values and indices in arrays on a worker's
+ * stack (and a GPU thread's local memory), and each candidate costs O(K); K·D = 2^20 overflowed the stack.
+ */
+export const MAX_KMIN_WIDTH = 1 << 14;
 
 /** A reduction definition with its differentiation rules (kept here so reduction.ts stays the plain contract). */
 interface EngineReductionDef extends ReductionDef {
@@ -402,7 +407,12 @@ function kminReduction(name: string, output: Output, doc: string): EngineReducti
       if (k === undefined || !Number.isSafeInteger(k) || k < 1) {
         throw new KeOpsError('ERR_REDUCTION', `${name}: K must be an integer >= 1, got ${k}`);
       }
-      checkWidth(name, k * d);
+      if (k * d > MAX_KMIN_WIDTH) {
+        throw new KeOpsError(
+          'ERR_REDUCTION',
+          `${name}: K × dim = ${k} × ${d} exceeds ${MAX_KMIN_WIDTH}, the most K-nearest ranks one reduction keeps`,
+        );
+      }
       return {
         dimredVal: k * d,
         dimredIdx: k * d,

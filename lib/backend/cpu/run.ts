@@ -6,6 +6,7 @@
 import type { ReductionLayout } from '../../formula/reduction';
 import type { RawReductionOutput } from '../../formula/genred-reductions';
 import { type CpuKernelHandle, type NativeCpuJob, nativeAddon, toKeOpsError } from '../native';
+import { allocateOutput } from '../limits';
 import type { ReductionPlan } from '../plan';
 
 interface PreparedCpuRun {
@@ -16,8 +17,10 @@ interface PreparedCpuRun {
 function prepare(plan: ReductionPlan, layout: ReductionLayout): PreparedCpuRun {
   const { dimVal, dimIdx } = layout;
   const rows = plan.jobs.length * plan.nx;
-  const val = plan.dtype === 'float32' ? new Float32Array(rows * dimVal) : new Float64Array(rows * dimVal);
-  const idx = new Int32Array(rows * dimIdx);
+  const { val, idx } = allocateOutput('the output', () => ({
+    val: plan.dtype === 'float32' ? new Float32Array(rows * dimVal) : new Float64Array(rows * dimVal),
+    idx: new Int32Array(rows * dimIdx),
+  }));
   const jobs = plan.jobs.map((job, b): NativeCpuJob => ({
     args: job.args,
     outVal: dimVal > 0 ? val.subarray(b * plan.nx * dimVal, (b + 1) * plan.nx * dimVal) : null,
