@@ -35,10 +35,19 @@ import { type FormulaVariable, Formula, parseFormula } from './formula';
 import { builder as b } from './formula/builder';
 import { varsOf } from './formula/diff';
 import { type GenredResult, resolveGenredReduction } from './formula/genred-reductions';
+import { Node as NodeClass } from './formula/node';
 import type { Node } from './formula/node';
 import type { Reduction } from './formula/reduction';
 import { outputDim, reductionGradient } from './formula/reductions';
 import { batchOffset } from './reference';
+import {
+  CALL_OPTION_KEYS,
+  describeValue,
+  GENRED_OPTION_KEYS,
+  GRAD_OPTION_KEYS,
+  NODE_GENRED_OPTION_KEYS,
+  readOptions,
+} from './validate';
 
 export type { CallArg, GenredArg, GenredRanges } from './backend/plan';
 export type { GenredResult } from './formula/genred-reductions';
@@ -97,10 +106,9 @@ export interface GenredCallOptions extends RunOptions {
 export type GenredDeviceCallOptions = GenredCallOptions & { readonly output: 'device' };
 
 function checkOutput(options: GenredCallOptions): 'host' | 'device' {
-  if (typeof options !== 'object' || options === null) throw invalid('call options must be an object');
   const output = options.output ?? 'host';
   if (output !== 'host' && output !== 'device') {
-    throw invalid(`output must be 'host' or 'device', got ${JSON.stringify(output)}`);
+    throw invalid(`output must be 'host' or 'device', got ${describeValue(output)}`);
   }
   return output;
 }
@@ -145,17 +153,26 @@ export class NodeGenred {
   private readonly gradients = new Map<number, GenredGradientReduction>();
 
   constructor(formula: Node, options: NodeGenredOptions = {}) {
-    if (typeof options !== 'object' || options === null) throw invalid('Genred options must be an object');
+    options = readOptions('Genred', options, NODE_GENRED_OPTION_KEYS);
+    if (!(formula instanceof NodeClass)) {
+      throw invalid(`NodeGenred needs a formula node (from parseFormula), got ${describeValue(formula)}`);
+    }
     const reductionName = options.reduction ?? 'Sum';
     if (typeof reductionName !== 'string') {
-      throw new KeOpsError('ERR_REDUCTION', 'reduction must be a string');
+      throw new KeOpsError(
+        'ERR_REDUCTION',
+        `reduction must be a string, got ${describeValue(reductionName)}`,
+      );
     }
     const axis = options.axis ?? 0;
     if (axis !== 0 && axis !== 1) {
-      throw new KeOpsError('ERR_REDUCTION', `axis must be 0 or 1, got ${String(axis)}`);
+      throw new KeOpsError('ERR_REDUCTION', `axis must be 0 or 1, got ${describeValue(axis)}`);
     }
     if (options.k !== undefined && (!Number.isSafeInteger(options.k) || options.k < 1)) {
-      throw new KeOpsError('ERR_REDUCTION', `K must be an integer >= 1, got ${String(options.k)}`);
+      throw new KeOpsError('ERR_REDUCTION', `K must be an integer >= 1, got ${describeValue(options.k)}`);
+    }
+    if (options.formula2 !== undefined && !(options.formula2 instanceof NodeClass)) {
+      throw invalid(`formula2 must be a formula node, got ${describeValue(options.formula2)}`);
     }
     const resolved = resolveGenredReduction(reductionName, formula, {
       axis,
@@ -209,6 +226,7 @@ export class NodeGenred {
     options: GenredCallOptions = {},
   ): Promise<GenredResult | GenredDeviceResult> {
     try {
+      options = readOptions('call', options, CALL_OPTION_KEYS);
       if (checkOutput(options) === 'device') return this.runner.callToDevice(args, options);
     } catch (e) {
       return Promise.reject(e);
@@ -218,6 +236,7 @@ export class NodeGenred {
 
   /** Like `call`, but blocks the thread, compilation included: for scripts (host output only). */
   callSync(args: readonly CallArg[], options: GenredCallOptions = {}): GenredResult {
+    options = readOptions('callSync', options, CALL_OPTION_KEYS);
     if (checkOutput(options) === 'device') {
       throw invalid("callSync returns host arrays; use call() for output: 'device'");
     }
@@ -254,6 +273,7 @@ export class NodeGenred {
    * Same `ranges` as the forward call (the tuple holds both directions).
    */
   async grad(args: readonly GenredArg[], options: GenredGradOptions): Promise<FloatArray> {
+    options = readGradOptions(options);
     const { gradient, runOptions, target } = this.prepareGrad(args, options);
     const raw = await this.runner.callRaw(args, runOptions);
     if (gradient.isZero) return zerosLike(target, raw.dtype);
@@ -267,6 +287,7 @@ export class NodeGenred {
 
   /** Like `grad`, but blocks the thread, compilation included. */
   gradSync(args: readonly GenredArg[], options: GenredGradOptions): FloatArray {
+    options = readGradOptions(options);
     const { gradient, runOptions, target } = this.prepareGrad(args, options);
     const raw = this.runner.callRawSync(args, runOptions);
     if (gradient.isZero) return zerosLike(target, raw.dtype);
@@ -330,6 +351,11 @@ export class NodeGenred {
 
 const cotangentOf = (options: GenredGradOptions): ArrayLike<number> => options.cotangent ?? [];
 
+function readGradOptions(options: GenredGradOptions): GenredGradOptions {
+  if (typeof options !== 'object' || options === null) throw invalid('grad options need at least { wrt }');
+  return readOptions('grad', options, GRAD_OPTION_KEYS);
+}
+
 function zerosLike(arg: GenredArg, dtype: Dtype): FloatArray {
   const n = (ArrayBuffer.isView(arg) ? arg : arg.data).length;
   return dtype === 'float32' ? new Float32Array(n) : new Float64Array(n);
@@ -356,6 +382,9 @@ export class GenredGradientReduction extends NodeGenred {
   readonly isZero: boolean;
 
   constructor(forward: NodeGenred, wrt: FormulaVariable, settings: InheritedSettings) {
+    if (!(forward instanceof NodeGenred) || typeof wrt !== 'object' || wrt === null) {
+      throw invalid('GenredGradientReduction is made by genred.gradient(wrt), not directly');
+    }
     const red = forward.reduction;
     const etaPosition = forward.argCount;
     const etaDim = outputDim(red);
@@ -435,7 +464,7 @@ export class Genred extends NodeGenred {
   readonly aliases: readonly string[];
 
   constructor(formula: string, aliases: readonly string[], options: GenredOptions = {}) {
-    if (typeof options !== 'object' || options === null) throw invalid('Genred options must be an object');
+    options = readOptions('Genred', options, GENRED_OPTION_KEYS);
     const parsed = parseFormula(formula, aliases);
     const parsed2 = options.formula2 === undefined ? undefined : parseFormula(options.formula2, aliases);
     super(parsed.node, {

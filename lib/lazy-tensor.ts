@@ -30,6 +30,7 @@ import type { GenredResult, GenredValues } from './formula/genred-reductions';
 import { type GenredGradOptions, NodeGenred } from './genred';
 import { type KernelSolveCallOptions, type KernelSolveGradOptions, NodeKernelSolve } from './kernel-solve';
 import type { Node, ParamValue } from './formula/node';
+import { Node as NodeClass } from './formula/node';
 import type { MacroDef, OpDef } from './formula/opdef';
 import { substitute } from './formula/parser';
 import { parseDecimal, ratNeg } from './formula/rational';
@@ -409,6 +410,9 @@ export class LazyTensor {
     isComplex: boolean,
     ranges?: GenredRanges,
   ) {
+    if (!(node instanceof NodeClass) || !Array.isArray(variables)) {
+      throw invalid('LazyTensor has no public constructor: use Vi, Vj, Pm or LazyTensor.variable / constant');
+    }
     if (isComplex && node.dim % 2 !== 0) {
       throw new KeOpsError('ERR_INTERNAL', `a complex LazyTensor has the odd real dim ${node.dim}`);
     }
@@ -1164,6 +1168,11 @@ export class LazyReduction {
   private readonly engines = new Map<string, NodeGenred>();
 
   constructor(source: LazyTensor, name: string, axis: 0 | 1, k?: number, weight?: Operand) {
+    if (!(source instanceof LazyTensor)) {
+      throw invalid(
+        'new LazyReduction(source, ...) needs a LazyTensor; use its methods (sum, logsumexp, argKmin...)',
+      );
+    }
     if (typeof name !== 'string')
       throw new KeOpsError('ERR_REDUCTION', 'the reduction name must be a string');
     const operands = weight === undefined ? [source] : [source, toLazy(weight, name)];

@@ -14,6 +14,7 @@ import type { FormulaVariable } from '../formula/aliases';
 import { batchOffset, broadcastBatchShape, normalizeRanges, type RangeBlock } from '../reference';
 import { DeviceArray } from './cuda/device-array';
 import { checkedBatchCount } from './limits';
+import { fromUserCode } from '../validate';
 
 export type FloatArray = Float32Array | Float64Array;
 export type Dtype = 'float32' | 'float64';
@@ -212,6 +213,11 @@ export function planReduction(
   tag: 0 | 1,
   ranges?: unknown,
 ): ReductionPlan {
+  args = fromUserCode(
+    'arguments',
+    () => (Array.isArray(args) ? Array.from(args as unknown[]) : args),
+    'ERR_ARG_TYPE',
+  );
   if (!Array.isArray(args)) {
     throw fail('ERR_ARG_COUNT', `the arguments must be an array of ${argCount} arrays`);
   }
@@ -224,7 +230,11 @@ export function planReduction(
   const byPosition: (FormulaVariable | undefined)[] = new Array(argCount).fill(undefined);
   for (const v of variables) byPosition[v.pos] = v;
 
-  const infos = (args as unknown[]).map((arg, pos) => readArg(arg, byPosition[pos], pos));
+  const infos = fromUserCode(
+    'arguments',
+    () => (args as unknown[]).map((arg, pos) => readArg(arg, byPosition[pos], pos)),
+    'ERR_ARG_TYPE',
+  );
   const dtypes = new Set(infos.map((info) => info.dtype));
   if (dtypes.size > 1) {
     throw fail(

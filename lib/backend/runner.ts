@@ -44,6 +44,7 @@ import type { GenredReduction, GenredResult, RawReductionOutput } from '../formu
 import type { Reduction } from '../formula/reduction';
 import { type AcquiredCpuKernel, acquireCpuKernel, acquireCpuKernelSync, type CpuKernelSpec } from './cache';
 import { runCpuReduction, runCpuReductionSync } from './cpu/run';
+import { describeValue } from '../validate';
 import { checkIndexRange, checkOutputSize } from './limits';
 import { type CallArg, type Dtype, type GenredRanges, planReduction, type ReductionPlan } from './plan';
 import {
@@ -130,7 +131,7 @@ function invalid(message: string): KeOpsError {
 function checkChoice<T extends string>(what: string, value: unknown, allowed: readonly T[]): T {
   if (!allowed.includes(value as T)) {
     throw invalid(
-      `${what} must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${JSON.stringify(value)}`,
+      `${what} must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${describeValue(value)}`,
     );
   }
   return value as T;
@@ -140,7 +141,7 @@ function checkChoice<T extends string>(what: string, value: unknown, allowed: re
 function checkThreads(value: unknown): number {
   if (value === undefined) return 0;
   if (!Number.isSafeInteger(value) || (value as number) < 1) {
-    throw invalid(`threads must be an integer >= 1, got ${String(value)}`);
+    throw invalid(`threads must be an integer >= 1, got ${describeValue(value)}`);
   }
   return value as number;
 }
@@ -186,6 +187,9 @@ export class ReductionRunner {
 
   constructor(spec: ReductionRunnerSpec) {
     if (typeof spec !== 'object' || spec === null) throw invalid('ReductionRunner needs a spec object');
+    if (typeof spec.resolved?.postprocess !== 'function' || !Array.isArray(spec.variables)) {
+      throw invalid('ReductionRunner needs { resolved, variables } (see resolveGenredReduction)');
+    }
     this.resolved = spec.resolved;
     this.reduction = spec.resolved.reduction;
     this.dimOut = spec.resolved.dimOut;
@@ -400,7 +404,7 @@ export class ReductionRunner {
     if (typeof options !== 'object' || options === null) throw invalid('call options must be an object');
     checkChoice('backend', options.backend ?? this.backend, BACKENDS);
     if (options.device !== undefined && (!Number.isSafeInteger(options.device) || options.device < 0)) {
-      throw invalid(`device must be an integer >= 0, got ${String(options.device)}`);
+      throw invalid(`device must be an integer >= 0, got ${describeValue(options.device)}`);
     }
     const threads = options.threads === undefined ? this.threads : checkThreads(options.threads);
     const plan = planReduction(args, this.variables, this.argCount, this.reduction.tag, options.ranges);

@@ -5,7 +5,7 @@
 import { KeOpsError } from '../errors';
 import { type FormulaVariable, parseAliases, VARIABLE_FUNCTION_NAMES, VariableTable } from './aliases';
 import { varsOf } from './diff';
-import type { Node } from './node';
+import { Node } from './node';
 import { parseText, type ReductionTable } from './parser';
 import type { Reduction } from './reduction';
 import { makeReduction, REDUCTIONS } from './reductions';
@@ -26,6 +26,12 @@ export class Formula {
     readonly node: Node,
     variables: readonly FormulaVariable[],
   ) {
+    if (!(node instanceof Node) || !Array.isArray(variables)) {
+      throw new KeOpsError(
+        'ERR_INVALID_ARGUMENT',
+        'new Formula(node, variables) takes a formula node and its variables; use parseFormula(text, aliases)',
+      );
+    }
     this.dim = node.dim;
     this.variables = Object.freeze(variables.map((v) => Object.freeze({ ...v })));
     Object.freeze(this);

@@ -65,6 +65,12 @@ export class DeviceArray {
   #uses = 0;
 
   private constructor(owner: CudaDevice, buffer: NativeDeviceBuffer, dtype: DeviceDtype, length: number) {
+    if (typeof owner !== 'object' || owner === null || typeof buffer !== 'object' || buffer === null) {
+      throw new KeOpsError(
+        'ERR_INVALID_ARGUMENT',
+        'DeviceArray has no public constructor: use DeviceArray.from(typedArray) or DeviceArray.fromSync',
+      );
+    }
     this.#owner = owner;
     this.#buffer = buffer;
     this.dtype = dtype;
