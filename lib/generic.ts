@@ -6,6 +6,7 @@
 import { KeOpsError } from './errors';
 import { parseAlias } from './formula/aliases';
 import { Genred, type GenredOptions } from './genred';
+import type { ReductionName } from './genred-types';
 
 type ShortcutOptions = Omit<GenredOptions, 'reduction' | 'axis' | 'k'>;
 
@@ -24,15 +25,15 @@ function outputAxis(output: string): { axis: 0 | 1; dim: number } {
   return { axis: v.cat === 0 ? 1 : 0, dim: v.dim };
 }
 
-function shortcut(
-  reduction: string,
+function shortcut<R extends ReductionName>(
+  reduction: R,
   formula: string,
   output: string,
   aliases: readonly string[],
   options: ShortcutOptions,
   expectedDim: (formulaDim: number) => number,
   k?: number,
-): Genred {
+): Genred<R> {
   const { axis, dim } = outputAxis(output);
   const genred = new Genred(formula, aliases, { ...options, reduction, axis, k });
   const want = expectedDim(genred.reduction.formula.dim);

@@ -39,6 +39,7 @@ import { Node as NodeClass } from './formula/node';
 import type { Node } from './formula/node';
 import type { Reduction } from './formula/reduction';
 import { outputDim, reductionGradient } from './formula/reductions';
+import type { GenredDeviceOutput, GenredOutput, ReductionName, ValuesOf } from './genred-types';
 import { batchOffset } from './reference';
 import {
   CALL_OPTION_KEYS,
@@ -60,10 +61,10 @@ export type {
   SumScheme,
 } from './backend/runner';
 
-export interface GenredOptions {
+export interface GenredOptions<R extends ReductionName = ReductionName> {
   /** Sum (default), LogSumExp, LogSumExpWeight, SumSoftMaxWeight, Min, Max, ArgMin, ArgMax, Min_ArgMin, Max_ArgMax,
    * KMin, ArgKMin, KMin_ArgKMin, Max_SumShiftExp, Max_SumShiftExpWeight. */
-  reduction?: string;
+  reduction?: R;
   /** 0 (default, as in KeOps): reduce over i, one output row per j. 1: reduce over j, one row per i. */
   axis?: 0 | 1;
   /** K, for KMin, ArgKMin and KMin_ArgKMin. */
@@ -81,7 +82,9 @@ export interface GenredOptions {
 }
 
 /** The options of a reduction built from formula nodes (`NodeGenred`). */
-export interface NodeGenredOptions extends Omit<GenredOptions, 'formula2'> {
+export interface NodeGenredOptions extends Omit<GenredOptions, 'formula2' | 'reduction'> {
+  /** A reduction name of `GenredOptions` (checked when the reduction is built). */
+  reduction?: string;
   /** Weight formula, for LogSumExp(Weight), SumSoftMaxWeight and Max_SumShiftExpWeight. */
   formula2?: Node;
   /**
@@ -459,11 +462,12 @@ export class GenredGradientReduction extends NodeGenred {
 }
 
 /** The text front end: a formula string and its aliases (`x = Vi(3)`, ...), as in pykeops. */
-export class Genred extends NodeGenred {
+export class Genred<R extends ReductionName = ReductionName> extends NodeGenred {
   readonly formula: string;
   readonly aliases: readonly string[];
 
-  constructor(formula: string, aliases: readonly string[], options: GenredOptions = {}) {
+  /** `R`, the reduction, is inferred from `options.reduction`: it types the results of `call` and `callSync`. */
+  constructor(formula: string, aliases: readonly string[], options: GenredOptions<R> = {}) {
     options = readOptions('Genred', options, GENRED_OPTION_KEYS);
     const parsed = parseFormula(formula, aliases);
     const parsed2 = options.formula2 === undefined ? undefined : parseFormula(options.formula2, aliases);
@@ -474,5 +478,32 @@ export class Genred extends NodeGenred {
     });
     this.formula = formula;
     this.aliases = Object.freeze([...aliases]);
+  }
+
+  /**
+   * Runs the reduction off the JS thread. The result's type follows the reduction (values, Int32Array indices,
+   * or `{ values, indices }`) and the arguments' dtype (Float32Array in, Float32Array out).
+   */
+  override call<A extends readonly CallArg[]>(
+    args: A,
+    options: GenredDeviceCallOptions,
+  ): Promise<GenredDeviceOutput<R>>;
+  override call<A extends readonly CallArg[]>(
+    args: A,
+    options?: GenredCallOptions,
+  ): Promise<GenredOutput<R, ValuesOf<A>>>;
+  override call(
+    args: readonly CallArg[],
+    options?: GenredCallOptions,
+  ): Promise<GenredResult | GenredDeviceResult> {
+    return super.call(args, options);
+  }
+
+  /** Like `call`, but blocks the thread; typed likewise. */
+  override callSync<A extends readonly CallArg[]>(
+    args: A,
+    options?: GenredCallOptions,
+  ): GenredOutput<R, ValuesOf<A>> {
+    return super.callSync(args, options) as GenredOutput<R, ValuesOf<A>>;
   }
 }

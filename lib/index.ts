@@ -88,3 +88,22 @@ export {
   unpermuteRows,
 } from './cluster';
 export { genericArgKMin, genericArgMin, genericLogSumExp, genericSum } from './generic';
+export {
+  type GenredDeviceOutput,
+  type GenredOutput,
+  type IndexReductionName,
+  type PairReductionName,
+  type ReductionName,
+  type ValueReductionName,
+  type ValuesOf,
+} from './genred-types';
+export {
+  type ReferenceInput,
+  type ReferenceOptions,
+  type ReferenceOutput,
+  type Ranges as ReferenceRanges,
+  referenceGenred,
+  referenceGenredGradient,
+  referenceReduction,
+} from './reference';
+export { type ReferenceCallOptions, referenceCall } from './reference-call';

@@ -17,6 +17,7 @@ import { runtimeInfo } from '../lib/backend/cuda/runtime';
 import { KeOpsError } from '../lib/errors';
 import { parseFormula } from '../lib/formula';
 import { Genred } from '../lib/genred';
+import type { ReductionName } from '../lib/genred-types';
 import { referenceGenred } from '../lib/reference';
 import { useCudaTarget, withFakeEnv } from './cuda-target';
 import { expectBackendResult, randArray, rejection, rng, thrown, useTestKernelCache } from './util';
@@ -294,7 +295,7 @@ describe('CUDA device runtime', function () {
         const cotangent = randArray(rng(19), 25 * (reduction === 'Sum' ? 2 : 1));
         for (const wrt of ['x', 'y', 'b']) {
           const make = (backend: 'cpu' | 'cuda') =>
-            new Genred(formula, aliases, { axis: 1, reduction, backend });
+            new Genred(formula, aliases, { axis: 1, reduction: reduction as ReductionName, backend });
           const onGpu = await make('cuda').grad(args, { wrt, cotangent });
           const onCpu = make('cpu').gradSync(args, { wrt, cotangent });
           expectBackendResult(onGpu, onCpu, 'float64', `${reduction} d/d${wrt}`);

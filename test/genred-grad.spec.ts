@@ -7,6 +7,7 @@
 import { expect } from 'chai';
 import { parseFormula } from '../lib/formula';
 import { Genred, type GenredArg, type GenredRanges } from '../lib/genred';
+import type { ReductionName } from '../lib/genred-types';
 import { type ReferenceInput, referenceGenredGradient } from '../lib/reference';
 import { randArray, rejection, rng, useTestKernelCache } from './util';
 
@@ -39,7 +40,11 @@ const label = (c: Case, axis: 0 | 1): string =>
   `${c.reduction}(${c.formula}${c.formula2 ? `, ${c.formula2}` : ''}) axis ${axis}`;
 
 function genredFor(c: Case, axis: 0 | 1): Genred {
-  return new Genred(c.formula, ALIASES, { reduction: c.reduction, axis, formula2: c.formula2 });
+  return new Genred(c.formula, ALIASES, {
+    reduction: c.reduction as ReductionName,
+    axis,
+    formula2: c.formula2,
+  });
 }
 
 function makeData(dtype: Dtype, seed = 3): Float64Array[] | Float32Array[] {
@@ -251,7 +256,7 @@ describe('Genred gradients (CPU backend)', function () {
     const argMin = new Genred('SqDist(x,y)', ALIASES, { reduction: 'ArgMin', axis: 1 });
     const zero = await argMin.grad(args, { wrt: 'x' });
     expect(Array.from(zero)).to.deep.equal(new Array(M * 3).fill(0));
-    for (const reduction of ['Min', 'Max', 'Min_ArgMin', 'KMin']) {
+    for (const reduction of ['Min', 'Max', 'Min_ArgMin', 'KMin'] as const) {
       const g = new Genred('SqDist(x,y)', ALIASES, {
         reduction,
         axis: 1,

@@ -12,6 +12,7 @@ import { KeOpsError } from '../lib/errors';
 import { parseFormula } from '../lib/formula';
 import type { GenredResult } from '../lib/formula/genred-reductions';
 import { Genred, type GenredArg, type GenredRanges } from '../lib/genred';
+import type { ReductionName } from '../lib/genred-types';
 import { type ReferenceInput, referenceGenred } from '../lib/reference';
 import { runtimeInfo } from '../lib/backend/cuda/runtime';
 import { useCudaTarget } from './cuda-target';
@@ -87,7 +88,7 @@ type BackendName = 'cpu' | 'cuda';
 
 function genredFor(c: Case, axis: 0 | 1, backend: BackendName): Genred {
   return new Genred(c.formula, ALIASES, {
-    reduction: c.reduction,
+    reduction: c.reduction as ReductionName,
     axis,
     k: c.k,
     formula2: c.formula2,
@@ -382,7 +383,7 @@ describe('Genred (validation, before any native work)', function () {
     it('ERR_REDUCTION: unknown reduction, bad or missing K, bad axis', function () {
       const code = (f: () => unknown) =>
         expect(f).to.throw(KeOpsError).with.property('code', 'ERR_REDUCTION');
-      code(() => new Genred('x', ['x = Vi(1)'], { reduction: 'Summ' }));
+      code(() => new Genred('x', ['x = Vi(1)'], { reduction: 'Summ' as never }));
       code(() => new Genred('x', ['x = Vi(1)'], { reduction: 'KMin', k: 0 }));
       code(() => new Genred('x', ['x = Vi(1)'], { reduction: 'KMin' }));
       code(() => new Genred('x', ['x = Vi(1)'], { reduction: 'Sum', axis: 2 as 0 }));

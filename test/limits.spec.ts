@@ -32,7 +32,7 @@ describe('limits: calls are bounded up front', function () {
   const aliases = ['x = Vi(1)', 'y = Vj(1)'];
 
   it('refuses a billion empty batch entries quickly (ERR_OUTPUT_TOO_LARGE)', async () => {
-    const g = new Genred('x*y', aliases, { axis: 1, backend: 'cpu' });
+    const g = new Genred('x*y', aliases, { reduction: 'Sum', axis: 1, backend: 'cpu' });
     const args = [{ data: new Float64Array(0), shape: [1e9, 0, 1] }, Float64Array.of(1)];
     const e = await expectQuickRejection(() => g.call(args), 'ERR_OUTPUT_TOO_LARGE', 2000);
     expect(e.message).to.match(/batch entries/);

@@ -502,7 +502,11 @@ describe('reference: ranges (block-sparse reductions)', () => {
     expect(Array.from(mins.indices.subarray(6, 9))).to.deep.equal([-1, -1, -1]);
     const lse = referenceGenred('LogSumExp', f, inputsOf(d), { axis: 1, ranges }) as Float64Array;
     expect(lse[2]).to.equal(-Infinity);
-    expectClose([lse[0]], [Math.log([1, 1, 2, 3, 3, 4, 5].reduce((s, j) => s + Math.exp(F(d, 0, j)), 0))], 1e-13);
+    expectClose(
+      [lse[0]],
+      [Math.log([1, 1, 2, 3, 3, 4, 5].reduce((s, j) => s + Math.exp(F(d, 0, j)), 0))],
+      1e-13,
+    );
     // Argmin over a block only sees the block's j's.
     const am = referenceGenred('ArgMin', f, inputsOf(d), { axis: 1, ranges }) as Int32Array;
     expect([1, 2, 3, 4, 5]).to.include(am[0]);

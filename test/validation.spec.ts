@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai';
 import * as keops from '../lib/index';
-import { Genred, KeOpsError, parseFormula } from '../lib/index';
+import { Genred, type GenredCallOptions, KeOpsError, parseFormula } from '../lib/index';
 import { CALL_OPTION_KEYS } from '../lib/validate';
 import { expectKeOpsError } from './util';
 
@@ -81,7 +81,11 @@ describe('validation: option keys and types', function () {
     expect(e.message).to.contain("did you mean 'ranges'?");
     await rejection(() => g.grad(ARGS, { wrt: 'x', cotangent: new Float64Array(2), cotangnt: 1 } as never));
     expect(CALL_OPTION_KEYS).to.include('signal');
-    const sum = g.callSync(ARGS, { signal: new AbortController().signal, threads: 1, output: 'host' });
+    const sum = g.callSync(ARGS, {
+      signal: new AbortController().signal,
+      threads: 1,
+      output: 'host',
+    } as GenredCallOptions);
     expect(Array.from(sum as Float64Array)).to.deep.equal([12, 24]);
   });
 
