@@ -4,7 +4,7 @@
 // Four kernels share one formula body and one set of reduction hooks (the KEOPS_HD code the CPU kernel runs):
 //   {{PREFIX}}_1d           one thread per output row i; the inner rows j are swept in tiles of blockDim.x rows
 //                           staged in shared memory (one packed record of kDimInner values per j), every thread
-//                           folding the whole tile into its accumulator (keops-semantics.md 5.3).
+//                           folding the whole tile into its accumulator (docs/semantics.md 5.3).
 //   {{PREFIX}}_split        the same sweep restricted to the j-slice blockIdx.y of width `slice`; the accumulators
 //                           go, unfinalized, to global partials (for few output rows: more blocks than rows allow).
 //   {{PREFIX}}_split_merge  one thread per row folds the `splits` partials (gridDim.y of the split launch) in split

@@ -1,5 +1,5 @@
 /**
- * Clustering helpers that build block-sparse `ranges` (keops-semantics.md 4.4, 4.5), after pykeops' `cluster`
+ * Clustering helpers that build block-sparse `ranges` (docs/semantics.md 4.4, 4.5), after pykeops' `cluster`
  * module: label points by voxel, sort them by label, get the row range and centroid of every cluster, decide
  * which cluster pairs interact, and turn that Mc×Nc decision into the ranges 6-tuple that Genred accepts.
  *

@@ -1,5 +1,5 @@
 /**
- * pykeops' shortcuts (keops-semantics.md 4.1): `genericSum(formula, 'out = Vi(D)', ...aliases)` and friends
+ * pykeops' shortcuts (docs/semantics.md 4.1): `genericSum(formula, 'out = Vi(D)', ...aliases)` and friends
  * return a Genred whose output alias only fixes the axis (a Vi output has one row per i, so it reduces over j)
  * and, for genericArgKMin, K. The output alias is checked against the formula instead of being trusted.
  */

@@ -1,6 +1,6 @@
 /**
  * `Genred`: a reduction of a formula over i or j, compiled on first use (per dtype) and run natively
- * (keops-semantics.md 4.1). Semantics follow KeOps: `axis: 0` (the default) reduces over i and returns one row
+ * (docs/semantics.md 4.1). Semantics follow KeOps: `axis: 0` (the default) reduces over i and returns one row
  * per j; `axis: 1` reduces over j and returns one row per i.
  *
  *     const g = new Genred('Exp(-SqDist(x,y))*b', ['x = Vi(3)', 'y = Vj(3)', 'b = Vj(2)'], { reduction: 'Sum', axis: 1 });
@@ -10,7 +10,7 @@
  *
  * Everything about a call is validated before any native work; every failure is a KeOpsError with a `code`.
  *
- * Gradients (keops-semantics.md 3.2): `grad` runs the forward reduction (keeping its raw output), maps the
+ * Gradients (docs/semantics.md 3.2): `grad` runs the forward reduction (keeping its raw output), maps the
  * cotangent of the result to that of the raw output (`GenredReduction.cotangent`), then runs the gradient
  * reduction — `reductionGradient` with eta and the saved raw values appended as extra inputs, compiled like any
  * formula — and finally sums the rows of a parameter and the broadcast batch axes of the input. `gradient(wrt)`
@@ -365,7 +365,7 @@ function zerosLike(arg: GenredArg, dtype: Dtype): FloatArray {
 }
 
 /**
- * The gradient reduction of a `NodeGenred` with respect to one input `wrt` (keops-semantics.md 3.2), as a Sum
+ * The gradient reduction of a `NodeGenred` with respect to one input `wrt` (docs/semantics.md 3.2), as a Sum
  * `NodeGenred` of its own. Its arguments are the forward ones, then eta at `etaPosition` (the cotangent of the
  * forward RAW output, `GenredReduction.cotangent`, indexed like the forward output), then — when
  * `savedPosition` is defined — the forward raw values. It returns one row per i for an i-variable, per j for a

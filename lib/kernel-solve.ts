@@ -1,5 +1,5 @@
 /**
- * `KernelSolve` (keops-semantics.md 4.3): solves (αI + K) a = b by conjugate gradient, where K(a) is the Sum
+ * `KernelSolve` (docs/semantics.md 4.3): solves (αI + K) a = b by conjugate gradient, where K(a) is the Sum
  * reduction of a formula linear in the variable `varInvAlias` (the unknown) and b is the argument at that
  * position. K must be symmetric positive (semi-)definite, as in KeOps.
  *
@@ -15,7 +15,7 @@
  * paired: different counts or dims); at each call, paired arguments must hold the same points. Batch dims are
  * not supported. The CG vectors are float64; each K application runs in the data dtype.
  *
- * Gradients (keops-semantics.md 3.2): with respect to b, (αI + K)⁻¹G (another solve); with respect to any other
+ * Gradients (docs/semantics.md 3.2): with respect to b, (αI + K)⁻¹G (another solve); with respect to any other
  * input, the gradient of ⟨e, K(a)⟩ with e = −(αI + K)⁻¹G and the solution a in place of the unknown.
  *
  * `KernelSolve` is the text front end of `NodeKernelSolve`, which takes a formula node and the unknown's

@@ -1,5 +1,5 @@
 /**
- * `LazyTensor`: pykeops' symbolic M×N tensors (keops-semantics.md 4.2), built directly as typed formula trees.
+ * `LazyTensor`: pykeops' symbolic M×N tensors (docs/semantics.md 4.2), built directly as typed formula trees.
  *
  *     const x_i = Vi(x, 3);            // x: Float64Array of M×3 values
  *     const y_j = Vj(y, 3);

@@ -5,7 +5,7 @@
  *
  * Conventions that backends must mirror:
  * - Sizes: M = rows of the cat-0 inputs (all equal), N = rows of the cat-1 inputs; 1 when there are none.
- * - Ranges (docs/semantics.md, "Block-sparse ranges"): a row folds each interval of its block, by increasing
+ * - Ranges (docs/semantics.md 4.4): a row folds each interval of its block, by increasing
  *   start, so an index listed in two overlapping intervals counts twice (as in KeOps); rows outside every
  *   block get the neutral value
  *   (init + finalize), on every backend (KeOps' GPU leaves them uninitialised). Blocks must not overlap.

@@ -44,7 +44,7 @@ function expectRoundTrip(n: Node): void {
 }
 
 describe('formula parser', () => {
-  describe('precedence and operators (Python rules, keops-semantics 1.3)', () => {
+  describe('precedence and operators (Python rules, docs/semantics.md 1.3)', () => {
     const equivalences: ReadonlyArray<readonly [string, string]> = [
       ['x|y*2', 'Scalprod(x,Mult(y,2))'],
       ['x|y+b', 'Scalprod(x,Add(y,b))'],

@@ -1,5 +1,5 @@
 /**
- * The simplification rule table (keops-semantics.md 3.5): every rule fires on at least one case, keeps the
+ * The simplification rule table (docs/semantics.md 3.5): every rule fires on at least one case, keeps the
  * dim, gives the expected canonical form, and preserves the value (compared with a direct evaluation of the
  * unsimplified operation on the values of its children). Plus property and termination checks.
  */

@@ -1,5 +1,5 @@
 /**
- * Symbolic operators (keops-semantics.md 1.5 h, 3.4): Grad, Diff, GradMatrix, Divergence, Laplacian,
+ * Symbolic operators (docs/semantics.md 1.5 h, 3.4): Grad, Diff, GradMatrix, Divergence, Laplacian,
  * TraceOperator, AdjointOperator, SumLinOperator, Factorize, AutoFactorize, and linearity detection, checked
  * against finite differences or direct computation.
  */

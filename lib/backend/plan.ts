@@ -1,6 +1,6 @@
 /**
  * From a call's arguments to independent jobs, validating everything before any native work: argument count,
- * types, dtypes, shapes, batch broadcasting (keops-semantics.md 4.6) and ranges (4.4). Backend-independent.
+ * types, dtypes, shapes, batch broadcasting (docs/semantics.md 4.6) and ranges (4.4). Backend-independent.
  *
  * Conventions (shared with lib/reference.ts): M = rows of the i-inputs, N = rows of the j-inputs, 1 when there
  * are none. Batched inputs are `{ data, shape }` with shape [...batch, rows, dim] (Vi, Vj) or [...batch, dim]

@@ -1,6 +1,6 @@
 /**
  * The reduction hooks as `KEOPS_HD` functions shared by the CPU and CUDA kernels, wrapping the C++ statements
- * of the `ReductionDef` (keops-semantics.md 5.7). With T the data type and TA the accumulator type:
+ * of the `ReductionDef` (docs/semantics.md 5.7). With T the data type and TA the accumulator type:
  *
  *   KEOPS_HD void <prefix>_init(TA* val, int* idx)
  *   KEOPS_HD void <prefix>_fold(TA* val, int* idx, const T* fout, long j)          // j: global inner index

@@ -1,5 +1,5 @@
 /**
- * Variable aliases (keops-semantics.md 1.2): `x = Vi(3)`, `y = Vj(1,3)`, `p = Pm(1)`, `x = Var(0,3,0)`,
+ * Variable aliases (docs/semantics.md 1.2): `x = Vi(3)`, `y = Vj(1,3)`, `p = Pm(1)`, `x = Var(0,3,0)`,
  * legacy `Vx`/`Vy` (= Vi/Vj), and name-less `Var(pos,dim,cat)` / `Vi(pos,dim)`. Spaces are ignored.
  * Parsed with the formula lexer (no regular expressions), and every declaration, alias or inline, goes
  * through one `VariableTable` so that a position always means one (dim, category).

@@ -1,5 +1,5 @@
 /**
- * The Genred-level reduction names (keops-semantics.md 2.2): how each maps onto an engine reduction and how
+ * The Genred-level reduction names (docs/semantics.md 2.2): how each maps onto an engine reduction and how
  * the raw engine output becomes the user's result. One table, shared by the CPU and CUDA backends and by the
  * float64 reference, so that every backend post-processes identically.
  *

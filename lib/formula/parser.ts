@@ -1,5 +1,5 @@
 /**
- * The formula parser: KeOps' Python expression syntax (keops-semantics.md 1.1-1.3) without `eval`.
+ * The formula parser: KeOps' Python expression syntax (docs/semantics.md 1.1-1.3) without `eval`.
  *
  * An operator-precedence (shunting-yard) parser with explicit operand and operator stacks, so nesting depth
  * costs heap, never call stack: no input can overflow the stack. Nodes are built bottom-up as soon as an
@@ -100,7 +100,7 @@ const BINARY_OPS: ReadonlyMap<string, readonly [string, boolean]> = new Map<
   ['!=', ['NotEqual', false]],
 ]);
 
-/** Names people try that do not exist, with what to write instead (keops-semantics.md 1.5 i). */
+/** Names people try that do not exist, with what to write instead (docs/semantics.md 1.5 i). */
 const NAME_HINTS: ReadonlyMap<string, string> = new Map([
   ['Ind', 'Ind(...) is KeOps v1 syntax: write integer lists as [0,1]'],
   ['ComplexScal', 'ComplexScal does not exist: use ComplexRealScal(f,g) or ComplexMult(f,g)'],

@@ -1,5 +1,5 @@
 /**
- * Engine reductions (keops-semantics.md 2.1). Each reduction is declared once, in one `ReductionDef`, with its
+ * Engine reductions (docs/semantics.md 2.1). Each reduction is declared once, in one `ReductionDef`, with its
  * syntax, output layout, float64 reference hooks, C++ hooks (shared by CPU and CUDA) and gradient rule.
  *
  * Accumulators have a value part (`val`, compute/accumulator type, width `dimredVal`) and an exact integer

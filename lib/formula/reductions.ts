@@ -1,5 +1,5 @@
 /**
- * The engine reductions of keops-semantics.md 2.1, one `ReductionDef` each, and their gradients (3.2, 3.3).
+ * The engine reductions of docs/semantics.md 2.1, one `ReductionDef` each, and their gradients (3.2, 3.3).
  *
  * Accumulator layouts (value part `val`, exact int32 index part `idx`; D = dim of the formula):
  * - Sum_Reduction: val = D partial sums.
@@ -702,7 +702,7 @@ function engineDefOf(red: Reduction): EngineReductionDef {
 }
 
 /**
- * Reverse mode (keops-semantics.md 3.2): the reduction whose output is the gradient of ⟨eta, red⟩ with respect
+ * Reverse mode (docs/semantics.md 3.2): the reduction whose output is the gradient of ⟨eta, red⟩ with respect
  * to the variable v. `eta` (dim = output width) and `saved` (the raw forward output, needed by the
  * Max_SumShiftExp family) are formulas, normally variables of category `red.tag`.
  *
@@ -726,7 +726,7 @@ export function reductionGradient(red: Reduction, v: Node, eta: Node, saved?: No
 }
 
 /**
- * Forward mode (keops-semantics.md 3.3): the reduction computing the derivative of red along the tangent u
+ * Forward mode (docs/semantics.md 3.3): the reduction computing the derivative of red along the tangent u
  * of v (dim u = dim v). Sum → Sum_Reduction(Diff(F,v,u), tag); Max_SumShiftExp(Weight) →
  * Sum_Reduction(Concat(Zero(1), Diff(Exp(F − m)·g, v, u)), tag) (tangent of s at fixed m, the m component 0);
  * ArgMin/ArgMax/ArgKMin/Zero → Zero_Reduction; the others → ERR_NOT_DIFFERENTIABLE.

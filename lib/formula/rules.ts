@@ -1,5 +1,5 @@
 /**
- * Simplification as a table of rewrite rules over hash-consed nodes (keops-semantics.md 3.5), applied by the
+ * Simplification as a table of rewrite rules over hash-consed nodes (docs/semantics.md 3.5), applied by the
  * builder whenever a node is constructed, so every node in existence is in simplified form.
  *
  * A rule sees the candidate (operation, simplified children, parameters, dim) and returns an equivalent node

@@ -1,5 +1,5 @@
 /**
- * (d) Norms and distances (keops-semantics.md 1.5 d): parse-time functions that expand into ordinary nodes,
+ * (d) Norms and distances (docs/semantics.md 1.5 d): parse-time functions that expand into ordinary nodes,
  * exactly as KeOps expands them. Dimensions are checked here, so errors name the function the user wrote.
  */
 import type { Node } from '../node';

@@ -1,5 +1,5 @@
 /**
- * Symbolic operators (keops-semantics.md 1.5 h and 3.4), expanded at parse time into ordinary formulas:
+ * Symbolic operators (docs/semantics.md 1.5 h and 3.4), expanded at parse time into ordinary formulas:
  * Grad, Diff, GradMatrix, Divergence, Laplacian, the linear-operator constructions TraceOperator,
  * AdjointOperator and SumLinOperator, and AutoFactorize.
  *

@@ -1,4 +1,4 @@
-/** (a) Arithmetic operations (keops-semantics.md 1.5 a). */
+/** (a) Arithmetic operations (docs/semantics.md 1.5 a). */
 import { KeOpsError } from '../../errors';
 import type { Node, ParamValue } from '../node';
 import { type Builder, dimError, type EmitContext, type OpDef, paramError, type VjpContext } from '../opdef';

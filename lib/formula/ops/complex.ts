@@ -1,5 +1,5 @@
 /**
- * (f) Complex numbers (keops-semantics.md 1.5 f). A complex vector of length n is a real vector of length 2n,
+ * (f) Complex numbers (docs/semantics.md 1.5 f). A complex vector of length n is a real vector of length 2n,
  * interleaved [re0, im0, re1, im1, ...]. Element-wise binary ops accept dims {2n, 2n} or {2, 2n}: a dim-2
  * operand is a complex scalar, broadcast.
  *

@@ -1,6 +1,6 @@
 /**
  * Factorize(f, g): the value of f, with the promise that the sub-formula g of f is computed once
- * (keops-semantics.md 1.5 h). Code generation already emits each distinct DAG node once, so the node only
+ * (docs/semantics.md 1.5 h). Code generation already emits each distinct DAG node once, so the node only
  * records the intent; it is kept so that printed formulas round-trip and match KeOps' spelling.
  */
 import { type Node, topoOrder } from '../node';

@@ -1,5 +1,5 @@
 /**
- * (e) Small linear algebra on flattened row-major tensors (keops-semantics.md 1.5 e): MatVecMult, VecMatMult,
+ * (e) Small linear algebra on flattened row-major tensors (docs/semantics.md 1.5 e): MatVecMult, VecMatMult,
  * TensorProd, TensorDot and Kron. All are bilinear, hence linear in one operand at a time ('one').
  */
 import type { Node, ParamValue } from '../node';

@@ -1,4 +1,4 @@
-/** (b) Transcendental and piecewise operations (keops-semantics.md 1.5 b), all component-wise. */
+/** (b) Transcendental and piecewise operations (docs/semantics.md 1.5 b), all component-wise. */
 import type { Node, ParamValue } from '../node';
 import { type Builder, type OpDef, paramError } from '../opdef';
 import { intParam, unbroadcast, vso } from './helpers';

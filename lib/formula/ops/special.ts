@@ -1,8 +1,8 @@
 /**
- * (g) Special operations (keops-semantics.md 1.5 g): B-spline bases and the soft-DTW discrepancy between two
+ * (g) Special operations (docs/semantics.md 1.5 g): B-spline bases and the soft-DTW discrepancy between two
  * scalar sequences, with its gradient as an internal op. Unlike KeOps, the emitted C++ is written for the
  * scalar type in scope (float or double) and uses hygienic local names (KeOps' SoftDTW shadows the CPU
- * loader's `i`/`j` and uses `fminf` for doubles; its BSpline hard-codes float: keops-semantics.md 9.3, 9.4).
+ * loader's `i`/`j` and uses `fminf` for doubles; its BSpline hard-codes float: docs/semantics.md 9.3, 9.4).
  */
 import { KeOpsError } from '../../errors';
 import { dimError, type EmitContext, type OpDef, paramError } from '../opdef';

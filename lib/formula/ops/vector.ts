@@ -1,4 +1,4 @@
-/** (c) Vector reductions, indexing, padding (keops-semantics.md 1.5 c). */
+/** (c) Vector reductions, indexing, padding (docs/semantics.md 1.5 c). */
 import type { EmitContext, OpDef } from '../opdef';
 import { dimError, paramError } from '../opdef';
 import { checkDimParam, MAX_DIM } from './leaves';
