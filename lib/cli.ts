@@ -1,36 +1,138 @@
 #!/usr/bin/env node
 /**
- * The `keops-node` command: `keops-node info` (backend, compiler, cache folder and size, why CUDA is or isn't
- * used) and `keops-node cache clear`.
+ * The `keops-node` command. Subcommands are rows of one table (name, usage, summary, how many arguments, what
+ * to run), so adding one is adding a row: `keops-node info` (backend, compiler, cache folder and size, why
+ * CUDA is or isn't used) and `keops-node cache clear`. `--help`/`-h` (also after a subcommand) prints help to
+ * stdout and exits 0; `--version` prints the version; unknown subcommands, options and extra arguments print
+ * usage to stderr and exit 2; a failure exits 1 with its code.
  */
 import { clearCache } from './backend/cache';
+import { packageVersion } from './backend/package-root';
+import { isKeOpsError } from './errors';
 import { describeRuntime } from './runtime-summary';
 
-const USAGE = 'usage: keops-node info | keops-node cache clear';
-
-async function main(argv: readonly string[]): Promise<number> {
-  const [command, sub] = argv;
-  if (command === 'info' && sub === undefined) {
-    console.log(await describeRuntime());
-    return 0;
-  }
-  if (command === 'cache' && sub === 'clear') {
-    const removed = clearCache();
-    console.log(
-      `removed ${removed.entries} kernels (${(removed.bytes / 2 ** 20).toFixed(1)} MiB) from ${removed.folder}`,
-    );
-    return 0;
-  }
-  console.error(USAGE);
-  return command === undefined || command === '--help' || command === 'help' ? 0 : 2;
+/** Where the command writes (process.stdout / stderr, or a test's buffers). */
+export interface CliIo {
+  out(text: string): void;
+  err(text: string): void;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
+interface Subcommand {
+  /** Arguments after the subcommand's name, as shown in usage. */
+  readonly usage: string;
+  readonly summary: string;
+  /** The exact arguments it takes (after its name); anything else is a usage error. */
+  readonly args: readonly string[];
+  run(io: CliIo): Promise<void> | void;
+}
+
+const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
+  info: {
+    usage: '',
+    summary: 'where keops-node runs: backend (and why CUDA is or is not used), compiler, kernel cache',
+    args: [],
+    async run(io) {
+      io.out(await describeRuntime());
+    },
   },
-  (e: unknown) => {
-    console.error(e instanceof Error ? e.message : e);
-    process.exitCode = 1;
+  cache: {
+    usage: 'clear',
+    summary: 'remove every compiled kernel from the cache folder',
+    args: ['clear'],
+    run(io) {
+      const removed = clearCache();
+      io.out(
+        `removed ${removed.entries} kernels (${(removed.bytes / 2 ** 20).toFixed(1)} MiB) from ${removed.folder}`,
+      );
+    },
   },
-);
+};
+
+const HELP_FLAGS = ['--help', '-h'];
+
+function usage(): string {
+  const width = Math.max(...Object.entries(SUBCOMMANDS).map(([n, c]) => `${n} ${c.usage}`.length));
+  const rows = Object.entries(SUBCOMMANDS).map(
+    ([name, c]) => `  keops-node ${`${name} ${c.usage}`.padEnd(width)}   ${c.summary}`,
+  );
+  return [
+    'usage: keops-node <command> [arguments]',
+    '',
+    'commands:',
+    ...rows,
+    '',
+    'options:',
+    '  -h, --help     this help (after a command: that command)',
+    '  --version      the keops-node version',
+  ].join('\n');
+}
+
+/** Runs the command line `argv` (without node and the script); returns the exit code. */
+export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined) {
+    io.err(usage());
+    return 2;
+  }
+  if (HELP_FLAGS.includes(name) || name === 'help') {
+    if (rest.length > 0 && !(name === 'help' && rest.length === 1 && Object.hasOwn(SUBCOMMANDS, rest[0]))) {
+      io.err(`keops-node: unexpected argument '${rest[0]}'\n${usage()}`);
+      return 2;
+    }
+    io.out(name === 'help' && rest.length === 1 ? commandHelp(rest[0]) : usage());
+    return 0;
+  }
+  if (name === '--version' || name === '-v') {
+    if (rest.length > 0) {
+      io.err(`keops-node: unexpected argument '${rest[0]}'\n${usage()}`);
+      return 2;
+    }
+    io.out(packageVersion());
+    return 0;
+  }
+  const command = Object.hasOwn(SUBCOMMANDS, name) ? SUBCOMMANDS[name] : undefined;
+  if (command === undefined) {
+    io.err(`keops-node: unknown ${name.startsWith('-') ? 'option' : 'command'} '${name}'\n${usage()}`);
+    return 2;
+  }
+  if (rest.some((a) => HELP_FLAGS.includes(a))) {
+    io.out(commandHelp(name));
+    return 0;
+  }
+  const extra = rest.findIndex((a, k) => a !== command.args[k]);
+  if (extra >= 0 || rest.length !== command.args.length) {
+    const what = extra >= 0 ? `unexpected argument '${rest[extra]}'` : 'missing argument';
+    io.err(`keops-node ${name}: ${what}\nusage: ${commandLine(name)}`);
+    return 2;
+  }
+  try {
+    await command.run(io);
+    return 0;
+  } catch (e) {
+    io.err(`keops-node ${name}: ${isKeOpsError(e) ? `${e.code}: ${e.message}` : String(e)}`);
+    return 1;
+  }
+}
+
+function commandLine(name: string): string {
+  return `keops-node ${name} ${SUBCOMMANDS[name].usage}`.trimEnd();
+}
+
+function commandHelp(name: string): string {
+  return `usage: ${commandLine(name)}\n\n${SUBCOMMANDS[name].summary}`;
+}
+
+if (require.main === module) {
+  runCli(process.argv.slice(2), {
+    out: (text) => process.stdout.write(`${text}\n`),
+    err: (text) => process.stderr.write(`${text}\n`),
+  }).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e: unknown) => {
+      process.stderr.write(`keops-node: ${e instanceof Error ? e.message : String(e)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

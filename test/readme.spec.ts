@@ -2,6 +2,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'chai';
+import * as ts from 'typescript';
+import * as keopsNode from '../lib/index';
 import { opTableMarkdown } from '../scripts/op-table';
 
 describe('README', () => {
@@ -48,14 +50,11 @@ describe('README TypeScript snippets', function () {
   };
 
   it('compile under tsc --strict', () => {
-    // Loaded here, not at the top: the compiler is big and only this test needs it.
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const ts = require('typescript') as typeof import('typescript');
     const root = join(__dirname, '..');
     const readme = readFileSync(join(root, 'README.md'), 'utf8');
     const blocks = [...readme.matchAll(/^```ts\n([\s\S]*?)^```/gm)].map((m) => m[1]);
     expect(blocks.length).to.be.greaterThan(3);
-    const exported = Object.keys(require('../lib/index') as object);
+    const exported = Object.keys(keopsNode);
     const typeNames = [
       'LazyTensor',
       'BlockSparseRanges',
@@ -95,7 +94,7 @@ describe('README TypeScript snippets', function () {
       files.set(join(root, 'test', `.readme-block-${n}.ts`), `${prelude}${block}\nexport {};\n`);
     });
 
-    const options: import('typescript').CompilerOptions = {
+    const options: ts.CompilerOptions = {
       strict: true,
       noEmit: true,
       target: ts.ScriptTarget.ES2022,
@@ -116,11 +115,9 @@ describe('README TypeScript snippets', function () {
       .getPreEmitDiagnostics(program)
       .filter((d) => d.file !== undefined && files.has(d.file.fileName));
     const messages = diagnostics.map((d) => {
-      const { line } = (d.file as import('typescript').SourceFile).getLineAndCharacterOfPosition(
-        d.start ?? 0,
-      );
-      const text = (d.file as import('typescript').SourceFile).text.split('\n')[line];
-      return `${(d.file as import('typescript').SourceFile).fileName.replace(/.*\//, '')}:${line + 1}: ${ts.flattenDiagnosticMessageText(d.messageText, '\n')}\n    ${text}`;
+      const { line } = (d.file as ts.SourceFile).getLineAndCharacterOfPosition(d.start ?? 0);
+      const text = (d.file as ts.SourceFile).text.split('\n')[line];
+      return `${(d.file as ts.SourceFile).fileName.replace(/.*\//, '')}:${line + 1}: ${ts.flattenDiagnosticMessageText(d.messageText, '\n')}\n    ${text}`;
     });
     expect(messages, messages.join('\n')).to.deep.equal([]);
   });
