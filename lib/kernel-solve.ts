@@ -29,6 +29,7 @@ import { evaluateFormula } from './formula/evaluate';
 import { isLinear } from './formula/linear';
 import type { Node } from './formula/node';
 import { Genred, type GenredCallOptions, type GenredOptions, NodeGenred } from './genred';
+import { KERNEL_SOLVE_OPTION_KEYS, NODE_KERNEL_SOLVE_OPTION_KEYS, readOptions } from './validate';
 
 export interface KernelSolveOptions extends Pick<
   GenredOptions,
@@ -160,6 +161,7 @@ export class NodeKernelSolve {
   ) {
     if (typeof options !== 'object' || options === null)
       throw invalid('KernelSolve options must be an object');
+    options = readOptions('KernelSolve', options, NODE_KERNEL_SOLVE_OPTION_KEYS);
     const axis = options.axis ?? 0;
     if (axis !== 0 && axis !== 1)
       throw new KeOpsError('ERR_REDUCTION', `axis must be 0 or 1, got ${String(axis)}`);
@@ -407,6 +409,7 @@ export class KernelSolve extends NodeKernelSolve {
   ) {
     if (typeof options !== 'object' || options === null)
       throw invalid('KernelSolve options must be an object');
+    options = readOptions('KernelSolve', options, KERNEL_SOLVE_OPTION_KEYS);
     const operator = new Genred(formula, aliases, {
       reduction: 'Sum',
       axis: options.axis ?? 0,

@@ -31,6 +31,7 @@ import { type GenredGradOptions, NodeGenred } from './genred';
 import { type KernelSolveCallOptions, type KernelSolveGradOptions, NodeKernelSolve } from './kernel-solve';
 import type { Node, ParamValue } from './formula/node';
 import { Node as NodeClass } from './formula/node';
+import { LAZY_REDUCTION_OPTION_KEYS, readOptions } from './validate';
 import type { MacroDef, OpDef } from './formula/opdef';
 import { substitute } from './formula/parser';
 import { parseDecimal, ratNeg } from './formula/rational';
@@ -1230,6 +1231,7 @@ export class LazyReduction {
     if (options !== undefined && (typeof options !== 'object' || options === null)) {
       throw invalid(`${this.name}: options must be an object`);
     }
+    if (options !== undefined) readOptions(this.name, options, LAZY_REDUCTION_OPTION_KEYS);
     const key = `${options?.sumScheme ?? 'auto'}|${options?.dtypeAcc ?? 'auto'}`;
     let engine = this.engines.get(key);
     if (engine === undefined) {

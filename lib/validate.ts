@@ -27,6 +27,22 @@ export const NODE_GENRED_OPTION_KEYS = [...GENRED_OPTION_KEYS, 'variables', 'arg
  */
 export const CALL_OPTION_KEYS = ['ranges', 'backend', 'threads', 'device', 'output', 'signal'] as const;
 
+/** Options of a LazyTensor reduction call (`sum(1, options)`, `reduction(...).call(options)`, `grad`). */
+export const LAZY_REDUCTION_OPTION_KEYS = ['ranges', 'backend', 'threads', 'dtypeAcc', 'sumScheme'] as const;
+
+/** `new KernelSolve(formula, aliases, unknown, options)`. */
+export const KERNEL_SOLVE_OPTION_KEYS = [
+  'axis',
+  'symmetry',
+  'sumScheme',
+  'dtypeAcc',
+  'backend',
+  'threads',
+] as const;
+
+/** `new NodeKernelSolve(node, unknown, options)`: KernelSolve's, with the declared inputs. */
+export const NODE_KERNEL_SOLVE_OPTION_KEYS = [...KERNEL_SOLVE_OPTION_KEYS, 'variables', 'argCount'] as const;
+
 /** `grad` / `gradSync` options: a call's, with what to differentiate. */
 export const GRAD_OPTION_KEYS = [...CALL_OPTION_KEYS, 'wrt', 'cotangent'] as const;
 

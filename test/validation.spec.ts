@@ -89,6 +89,26 @@ describe('validation: option keys and types', function () {
     expect(Array.from(sum as Float64Array)).to.deep.equal([12, 24]);
   });
 
+  it('refuses unknown LazyTensor reduction and KernelSolve options too', () => {
+    const x = keops.Vi(Float64Array.of(1, 2), 1);
+    const y = keops.Vj(Float64Array.of(3, 4, 5), 1);
+    expectKeOpsError(
+      () => x.mul(y).sumSync(1, { sumSchme: 'kahan_scheme' } as never),
+      'ERR_INVALID_ARGUMENT',
+      "did you mean 'sumScheme'?",
+    );
+    expect(Array.from(x.mul(y).sumSync(1, { threads: 1 }))).to.deep.equal([12, 24]);
+    expectKeOpsError(
+      () =>
+        new keops.KernelSolve('Exp(-SqDist(x,y))*a', ['x = Vi(1)', 'y = Vj(1)', 'a = Vj(1)'], 'a', {
+          axis: 1,
+          symetry: 'assume',
+        } as never),
+      'ERR_INVALID_ARGUMENT',
+      "did you mean 'symmetry'?",
+    );
+  });
+
   it('says which type a wrong option value has', async () => {
     expectKeOpsError(
       () => new Genred('x*y', ALIASES, { axis: '1' } as never),
