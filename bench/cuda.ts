@@ -521,7 +521,7 @@ async function argKMin(settings: Settings, dim: number): Promise<void> {
             last = r as Int32Array;
           },
         );
-        // With K > N the missing ranks are +∞ with index 0: check the first min(K, N) of each row.
+        // With K > N the missing ranks are +∞ with index -1: check the first min(K, N) of each row.
         const check = recallCheck(last, rows, K, k, (i) => knnRef(xs, ys, i, n, dim, k));
         return { timing, check };
       },

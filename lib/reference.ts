@@ -152,7 +152,8 @@ export function batchOffset(flat: number, outShape: readonly number[], own: read
 }
 
 /**
- * Validates one direction of a ranges tuple and returns its blocks, each with the union of its intervals.
+ * Validates one direction of a ranges tuple and returns its blocks, each with its intervals sorted by start
+ * (overlapping ones kept: they count twice).
  * `rowsArr`/`slices`/`intervals` = (ranges_i, slices_i, redranges_j) for tag 0, (ranges_j, slices_j, redranges_i)
  * for tag 1; `outRows`/`redSize` = the sizes of the output and reduced axes.
  */
