@@ -152,6 +152,7 @@ describe('semantics: the same guarantees from the CUDA kernels (emulated)', func
     if (!hasCompiler) this.skip();
   });
   after(() => emulator.dispose());
+  const compiled = new Map<string, Awaited<ReturnType<CudaEmulator['compile']>>>();
 
   async function run(
     text: string,
@@ -170,7 +171,13 @@ describe('semantics: the same guarantees from the CUDA kernels (emulated)', func
       sumScheme: parsed.reduction.def.sumType ? 'block_sum' : 'direct_sum',
       positions,
     });
-    const exe = await emulator.compile(kernels);
+    const key = `${text}|${dtype}`;
+    // One compilation per formula and dtype, however many sizes run it.
+    let exe = compiled.get(key);
+    if (exe === undefined) {
+      exe = await emulator.compile(kernels);
+      compiled.set(key, exe);
+    }
     const args = data.map((a) => (dtype === 'float32' ? Float32Array.from(a) : a));
     const expected = referenceReduction(
       parsed.reduction,
