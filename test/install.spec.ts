@@ -172,6 +172,13 @@ function expectInfoWithoutCompiler(stdout: string): void {
   expect(stdout).to.match(/^C\+\+ compiler: none \(no C\+\+ compiler found .*apt-get install g\+\+/m);
 }
 
+function compareVersions(a: readonly number[], b: readonly number[]): number {
+  for (let k = 0; k < Math.max(a.length, b.length); k++) {
+    if ((a[k] ?? 0) !== (b[k] ?? 0)) return (a[k] ?? 0) - (b[k] ?? 0);
+  }
+  return 0;
+}
+
 const gxx = onPath('g++');
 const linuxGlibcX64 =
   process.platform === 'linux' &&
@@ -324,6 +331,20 @@ describe('the packed package (KEOPS_PACK_TEST=1)', function () {
     expect(withCompiler.addons).to.deep.equal([join(pkg, PREBUILD)]);
     expectValues(withCompiler.cpu, expected, 'cpu from the prebuild');
     expectValues(withCompiler.cpuSync, expected, 'cpu callSync from the prebuild');
+  });
+
+  it('the prebuild needs at most glibc 2.34 and GLIBCXX 3.4.30 (the systems README promises)', async function () {
+    if (onPath('objdump') === undefined) this.skip();
+    const { stdout } = await execFileAsync('objdump', ['-T', join(ROOT, PREBUILD)], { maxBuffer: 64 << 20 });
+    const newest = (prefix: string) =>
+      [...stdout.matchAll(new RegExp(`\\(${prefix}_([0-9.]+)\\)`, 'g'))]
+        .map((m) => m[1].split('.').map(Number))
+        .reduce((a, b) => (compareVersions(a, b) >= 0 ? a : b), [0]);
+    expect(compareVersions(newest('GLIBC'), [2, 34]), `GLIBC_${newest('GLIBC').join('.')}`).to.be.at.most(0);
+    expect(
+      compareVersions(newest('GLIBCXX'), [3, 4, 30]),
+      `GLIBCXX_${newest('GLIBCXX').join('.')}`,
+    ).to.be.at.most(0);
   });
 
   it('its install script (node-gyp-build) accepts the prebuild and compiles nothing', async function () {
