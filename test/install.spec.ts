@@ -5,10 +5,11 @@
  * and `keops-node info` says the same. The emulated GPU builds the "device code" with g++ itself (it stands in
  * for the GPU and its NVRTC): it gets g++ by absolute path, through KEOPS_FAKE_NVRTC_CXX, never keops-node.
  *
- * With KEOPS_PACK_TEST=1 (.ci/run sets it; one to three minutes on 2 cores), the same runs against the packed package: `npm pack`
- * (whose prepack hook makes the prebuild), installed into fresh projects: with --ignore-scripts it loads its
- * addon from prebuilds/; its install script accepts the prebuild without compiling; and where no prebuild fits
- * (here: a musl system, faked with LIBC=musl) the install script builds the addon from source.
+ * With KEOPS_PACK_TEST=1 (.ci/run sets it; one to three minutes on 2 cores), the same runs against the packed
+ * package: `npm pack` (whose prepack hook makes the prebuild), installed into fresh projects: with
+ * --ignore-scripts it loads its addon from prebuilds/; its install script accepts the prebuild without compiling;
+ * and where no prebuild fits (here: a musl system, faked with LIBC=musl) the install script builds the addon from
+ * source.
  */
 import { execFile } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
