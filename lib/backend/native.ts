@@ -1,6 +1,7 @@
 /**
- * The native addon (native/addon.cc), loaded on first use with node-gyp-build from the package root: a
- * prebuild from prebuilds/ when one matches, else build/Release from `npm install`. Nothing native loads at
+ * The native addon (native/addon.cc), loaded on first use with node-gyp-build from the package root: a local
+ * build (build/Release) when there is one, else the prebuild from prebuilds/ that fits this platform (published
+ * packages carry one for linux-x64 glibc, so installing them compiles nothing). Nothing native loads at
  * `require('keops-node')` time, so formula work keeps running where the addon is missing.
  */
 import { KeOpsError, type KeOpsErrorCode } from '../errors';
