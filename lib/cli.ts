@@ -5,11 +5,19 @@
  */
 import { clearCache } from './backend/cache';
 import { describeRuntime } from './runtime-summary';
+import { graphCommand } from './cli/graph';
 
-const USAGE = 'usage: keops-node info | keops-node cache clear';
+const USAGE =
+  "usage: keops-node info | keops-node cache clear | keops-node graph FORMULA [options] (see 'graph --help')";
 
 async function main(argv: readonly string[]): Promise<number> {
   const [command, sub] = argv;
+  if (command === 'graph') {
+    return graphCommand(argv.slice(1), {
+      out: (text) => process.stdout.write(text),
+      err: (text) => process.stderr.write(text),
+    });
+  }
   if (command === 'info' && sub === undefined) {
     console.log(await describeRuntime());
     return 0;

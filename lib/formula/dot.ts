@@ -32,9 +32,9 @@ function nodeLabel(n: Node, names: DotNames | undefined): { label: string; attrs
   switch (n.op.name) {
     case 'Var': {
       const [pos, dim, cat] = params;
-      const kind = cat >= 0 && cat <= 2 ? `${CATEGORY[cat]}(${pos})` : `Var(${pos},cat ${cat})`;
+      const kind = cat >= 0 && cat <= 2 ? `${CATEGORY[cat]} #${pos}` : `Var #${pos}, cat ${cat}`;
       const name = names?.get(pos);
-      const label = `${name === undefined ? kind : `${name} = ${kind}`}\ndim ${dim}`;
+      const label = name === undefined ? `${kind}\ndim ${dim}` : `${name}\n${kind}, dim ${dim}`;
       const color = cat >= 0 && cat <= 2 ? CATEGORY_COLOR[cat as VariableCategory] : 'white';
       return { label, attrs: `shape=ellipse, style=filled, fillcolor=${color}` };
     }
