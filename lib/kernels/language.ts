@@ -30,7 +30,7 @@ import { KeOpsError, type KeOpsErrorCode } from '../errors';
 import { excerpt, isIdentifier, Lexer, type Token } from '../formula/lexer';
 import type { ParamValue } from '../formula/node';
 import { closestName } from '../formula/parser';
-import { parseDecimal, type Rational, rational, ratToString } from '../formula/rational';
+import { parseDecimal, type Rational, rational } from '../formula/rational';
 
 /** Longest kernel text accepted (kernels are short; this bounds parse time and formula size). */
 export const MAX_KERNEL_LENGTH = 10_000;
@@ -121,6 +121,26 @@ export const KERNEL_ATOMS: ReadonlyMap<KernelAtomName, AtomDef> = new Map<Kernel
   ],
 ]);
 
+/** The exact decimal spelling of a non-negative decimal literal's value (its denominator is 2^a·5^b). */
+function decimalText(value: Rational): string {
+  let { p, q } = value;
+  let digits = 0;
+  while (q !== 1n) {
+    if (q % 10n === 0n) q /= 10n;
+    else if (q % 2n === 0n) {
+      q /= 2n;
+      p *= 5n;
+    } else {
+      q /= 5n;
+      p *= 2n;
+    }
+    digits++;
+  }
+  if (digits === 0) return String(p);
+  const text = String(p).padStart(digits + 1, '0');
+  return `${text.slice(0, -digits)}.${text.slice(-digits)}`;
+}
+
 /** A pair of variable names, as written: `x` is read at i, `y` at j. */
 export interface KernelPair {
   readonly x: string;
@@ -173,7 +193,7 @@ export class KernelExpression {
           return `${a.name}(${p.x},${p.y})`;
         }
         case 'constant':
-          return t.value.q === 1n ? String(t.value.p) : `(${ratToString(t.value)})`;
+          return decimalText(t.value);
         case 'power':
           return `${print(t.base)}**${t.exponent}`;
         default:
