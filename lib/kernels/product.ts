@@ -259,6 +259,12 @@ export function kernelProductFormula(
   );
   if (k.dim !== 1) throw new KeOpsError('ERR_INTERNAL', `the kernel ${kernel.text} has dim ${k.dim}`);
   const formula = mode.formula(k, bPos.map(node));
+  if (mode.reduction === 'LogSumExp' && formula.dim !== 1) {
+    throw new KeOpsError(
+      'ERR_ARG_SHAPE',
+      `mode '${options.mode}' reduces in the log domain: its arrays b must have one column, got widths ${shapes.b.join(', ')}`,
+    );
+  }
   return {
     formula,
     reduction: mode.reduction,
@@ -301,19 +307,20 @@ function checkArray(a: unknown, what: string): KernelArray {
 
 const listOf = <T>(a: T | readonly T[]): readonly T[] => (Array.isArray(a) ? a : [a as T]);
 
-interface Prepared {
+/** What `kernelProduct` runs: the formula for the data's shapes, and the arguments by position. */
+export interface KernelProductPlan {
   readonly spec: KernelProductFormula;
   readonly args: GenredArg[];
 }
 
-/** Validates the data, builds the formula for its shapes and orders the arguments. */
-function prepare(
+/** Validates the data, builds the formula for its shapes and orders the arguments (see KernelProductPlan). */
+export function kernelProductPlan(
   params: KernelProductParams,
   x: unknown,
   y: unknown,
   bs: unknown,
   options: KernelProductOptions,
-): Prepared {
+): KernelProductPlan {
   if (typeof params !== 'object' || params === null)
     throw invalid('kernelProduct: params must be { kernel, gamma, mode }');
   if (typeof options !== 'object' || options === null)
@@ -414,7 +421,7 @@ export async function kernelProduct(
   b: KernelArray | FloatArray | readonly (KernelArray | FloatArray)[],
   options: KernelProductOptions = {},
 ): Promise<FloatArray> {
-  const { spec, args } = prepare(params, x, y, b, options);
+  const { spec, args } = kernelProductPlan(params, x, y, b, options);
   return (await engineOf(spec, options).call(args, runOptions(options))) as FloatArray;
 }
 
@@ -426,7 +433,7 @@ export function kernelProductSync(
   b: KernelArray | FloatArray | readonly (KernelArray | FloatArray)[],
   options: KernelProductOptions = {},
 ): FloatArray {
-  const { spec, args } = prepare(params, x, y, b, options);
+  const { spec, args } = kernelProductPlan(params, x, y, b, options);
   return engineOf(spec, options).callSync(args, runOptions(options)) as FloatArray;
 }
 
@@ -461,7 +468,7 @@ export function kernelProductGrad(
   try {
     if (typeof options !== 'object' || options === null)
       throw invalid('kernelProductGrad: options need { wrt, cotangent }');
-    const { spec, args } = prepare(params, x, y, b, options);
+    const { spec, args } = kernelProductPlan(params, x, y, b, options);
     const wrt = gradPosition(spec, options);
     return engineOf(spec, options).grad(args, { ...runOptions(options), wrt, cotangent: options.cotangent });
   } catch (e) {
@@ -479,7 +486,7 @@ export function kernelProductGradSync(
 ): FloatArray {
   if (typeof options !== 'object' || options === null)
     throw invalid('kernelProductGrad: options need { wrt, cotangent }');
-  const { spec, args } = prepare(params, x, y, b, options);
+  const { spec, args } = kernelProductPlan(params, x, y, b, options);
   const wrt = gradPosition(spec, options);
   return engineOf(spec, options).gradSync(args, {
     ...runOptions(options),
