@@ -254,6 +254,22 @@ describe('kernelProduct: CPU backend and gradients', function () {
     expectNear(got, dense('sum', 1, polyValue, [b]), 1e-10, 'lazyKernel');
   });
 
+  it("gives the README's worked example", async () => {
+    const px: KernelArray = { data: Float64Array.of(0, 0, 1, 0), shape: [2, 2] };
+    const py: KernelArray = { data: Float64Array.of(0, 0, 0, 1, 2, 0), shape: [3, 2] };
+    const pb = Float64Array.of(1, 2, 3);
+    const a = await kernelProduct({ kernel: 'gaussian(x,y)', gamma: 1 }, px, py, pb);
+    const e = Math.exp;
+    expectNear(a, [1 + 2 * e(-1) + 3 * e(-4), e(-1) + 2 * e(-2) + 3 * e(-1)], 1e-12, 'README a');
+    expect(Array.from(a, (t) => t.toFixed(6))).to.deep.equal(['1.790706', '1.742188']);
+    const at = await kernelProduct({ kernel: 'gaussian(x,y)', gamma: 1 }, px, py, Float64Array.of(1, 1), {
+      axis: 0,
+    });
+    expectNear(at, [1 + e(-1), e(-1) + e(-2), e(-4) + e(-1)], 1e-12, 'README axis 0');
+    const K = lazyKernel('gaussian(x,y)', { x: Vi(px.data, 2), y: Vj(py.data, 2) }, Pm(1));
+    expectNear(await K.matvec(pb), a, 1e-12, 'README lazyKernel');
+  });
+
   it('rejects bad inputs with typed errors', async () => {
     const b = modeInputs('sum', 1, 11)[0];
     expectKeOpsError(
