@@ -171,6 +171,28 @@ describe('kernelProduct: every mode on both axes (float64 reference vs the KeOps
   }
 });
 
+describe('kernelProduct: scales varying with i', () => {
+  it('reads { data, shape, per: "i" } as an i-variable (diagonal per point)', () => {
+    const perI = randArray(rng(12), M * 3, 0.2, 1);
+    const b = modeInputs('sum', 1, 11)[0];
+    const params: KernelProductParams = {
+      kernel: 'gaussian(x,y)',
+      gamma: { data: perI, shape: [M, 3], per: 'i' },
+    };
+    const { spec, args } = kernelProductPlan(params, x, y, b);
+    expect(spec.variables[0].cat).to.equal(0);
+    const inputs: ReferenceInput[] = args.map((a, pos) => ({
+      data: a as Float64Array,
+      cat: spec.variables[pos].cat,
+      dim: spec.variables[pos].dim,
+    }));
+    const got = referenceGenred('Sum', spec.formula, inputs, { axis: 1 });
+    const k = (i: number, j: number) =>
+      ATOM.gaussian(rowOf(perI, i, 3), rowOf(x.data, i, 3), rowOf(y.data, j, 3));
+    expectNear(got as Float64Array, dense('sum', 1, k, [b]), 1e-12, 'per-i scale');
+  });
+});
+
 describe('kernelProduct: CPU backend and gradients', function () {
   this.timeout(600_000);
   useTestKernelCache();
@@ -268,6 +290,15 @@ describe('kernelProduct: CPU backend and gradients', function () {
     expectNear(at, [1 + e(-1), e(-1) + e(-2), e(-4) + e(-1)], 1e-12, 'README axis 0');
     const K = lazyKernel('gaussian(x,y)', { x: Vi(px.data, 2), y: Vj(py.data, 2) }, Pm(1));
     expectNear(await K.matvec(pb), a, 1e-12, 'README lazyKernel');
+    const logK = lazyKernel('gaussian(x,y)', { x: Vi(px.data, 2), y: Vj(py.data, 2) }, Pm(1), {
+      domain: 'log',
+    });
+    expectNear(
+      logK.logsumexpSync(1),
+      [Math.log(1 + e(-1) + e(-4)), Math.log(2 * e(-1) + e(-2))],
+      1e-12,
+      'log domain',
+    );
   });
 
   it('rejects bad inputs with typed errors', async () => {
@@ -289,6 +320,7 @@ describe('kernelProduct: CPU backend and gradients', function () {
     );
     expect(e.position).to.equal(0);
     expectKeOpsError(() => kernelProductSync(POLY, [x], [y], b), 'ERR_INVALID_ARGUMENT', '2 pair(s)');
+    expectKeOpsError(() => kernelProductSync(POLY, [x, u], [y, x], b), 'ERR_ARG_SHAPE', 'one dimension');
     expectKeOpsError(
       () => kernelProductSync({ ...POLY, mode: 'nope' as KernelProductMode }, [x, u], [y, v], b),
       'ERR_INVALID_ARGUMENT',

@@ -20,7 +20,7 @@ import type { Node } from '../formula/node';
 import { ratToNumber } from '../formula/rational';
 import { MACROS } from '../formula/registry';
 import { NodeGenred } from '../genred';
-import { type KernelAlgebra, type KernelExpression, parseKernel } from './language';
+import { type KernelAlgebra, KernelExpression, parseKernel } from './language';
 
 type FloatArray = Float32Array | Float64Array;
 
@@ -183,7 +183,7 @@ function axisOf(axis: unknown): 0 | 1 {
 
 export function kernelOf(kernel: unknown): KernelExpression {
   if (typeof kernel === 'string') return parseKernel(kernel);
-  if (typeof kernel === 'object' && kernel !== null && 'lower' in kernel) return kernel as KernelExpression;
+  if (kernel instanceof KernelExpression) return kernel;
   throw invalid('kernelProduct: params.kernel must be a kernel string such as "gaussian(x,y)"');
 }
 
@@ -236,6 +236,15 @@ export function kernelProductFormula(
       `mode '${options.mode ?? 'sum'}' takes ${mode.inputs.length} array(s) b (${mode.inputs.length === 1 ? 'b' : 'a list'}), got ${shapes.b.length}`,
     );
   }
+  shapes.x.forEach((dim, k) => {
+    if (shapes.y[k] !== dim) {
+      const { x, y } = kernel.pairs[k];
+      throw new KeOpsError(
+        'ERR_ARG_SHAPE',
+        `the pair (${x},${y}) needs points of one dimension: x[${k}] has dim ${dim}, y[${k}] dim ${shapes.y[k]}`,
+      );
+    }
+  });
   const variables: FormulaVariable[] = [];
   const declare = (name: string, dim: number, cat: VariableCategory): number => {
     const pos = variables.length;
@@ -319,7 +328,7 @@ export function kernelProductPlan(
   x: unknown,
   y: unknown,
   bs: unknown,
-  options: KernelProductOptions,
+  options: KernelProductOptions = {},
 ): KernelProductPlan {
   if (typeof params !== 'object' || params === null)
     throw invalid('kernelProduct: params must be { kernel, gamma, mode }');
