@@ -129,6 +129,24 @@ describe('keops-node graph', function () {
     expect(graphDot('Sum_Reduction(x*eta, 0)', ['x = Vi(1)', 'eta = Vj(1)'], 'x')).to.contain('eta1\\n');
   });
 
+  it('draws high-level kernels (--kernel), scales from the aliases gammak or new scalar parameters', () => {
+    const aliases = ['-a', 'x=Vi(3), y=Vj(3), u=Vi(3), v=Vj(3)'];
+    const k = capture(['--kernel', 'gaussian(x,y) * (1 + linear(u,v)**2)', ...aliases]);
+    expect(k.code, k.err).to.equal(0);
+    expect(k.out).to.contain('gamma0\\nPm #4, dim 1');
+    expect(k.out).to.contain('Scalprod\\ndim 1');
+    expectRenders(k.out);
+    const full = capture(['-k', 'cauchy(x,y)', '-a', 'x=Vi(3), y=Vj(3), gamma0=Pm(9)', '--grad', 'gamma0']);
+    expect(full.code, full.err).to.equal(0);
+    expect(full.out).to.contain('TensorProd');
+    expect(full.out).to.contain('eta\\n');
+    expectRenders(full.out);
+    const missing = capture(['-k', 'gaussian(x,z)', '-a', 'x=Vi(3)']);
+    expect(missing.code).to.equal(1);
+    expect(missing.err).to.contain("the kernel uses 'z'");
+    expect(capture(['-k', 'gaussian(x,y', ...aliases]).err).to.contain('ERR_FORMULA_SYNTAX');
+  });
+
   it('answers bad usage with 2 and bad formulas with 1, on stderr', () => {
     expect(capture(['--help']).out).to.contain('usage: keops-node graph');
     expect(capture([]).code).to.equal(2);

@@ -1,6 +1,7 @@
 /**
- * `keops-node graph FORMULA [--aliases ALIASES]... [--grad NAME]`: prints the Graphviz DOT text of a formula or
- * of a reduction string (`Sum_Reduction(...,0)`), or of its gradient with respect to the alias NAME.
+ * `keops-node graph FORMULA [--aliases ALIASES]... [--grad NAME] [--kernel]`: prints the Graphviz DOT text of a
+ * formula, of a reduction string (`Sum_Reduction(...,0)`) or of a high-level kernel (`--kernel`), or of its
+ * gradient with respect to the alias NAME.
  *
  *     keops-node graph 'Exp(-SqDist(x,y))*b' -a 'x=Vi(3), y=Vj(3), b=Vj(1)' --grad x > f.dot
  *     dot -Tsvg f.dot > f.svg
@@ -13,8 +14,10 @@ import { formulaToDot } from '../formula/dot';
 import { namesOf, parseFormula, parseReductionWithVariables } from '../formula/index';
 import type { Node } from '../formula/node';
 import { outputDim, reductionGradient, REDUCTIONS } from '../formula/reductions';
+import { parseKernel } from '../kernels/language';
+import { NODE_ALGEBRA } from '../kernels/product';
 
-export const GRAPH_USAGE = `usage: keops-node graph FORMULA [--aliases ALIASES]... [--grad NAME]
+export const GRAPH_USAGE = `usage: keops-node graph FORMULA [--aliases ALIASES]... [--grad NAME] [--kernel]
 
 Prints the Graphviz DOT text of FORMULA (a formula, or a reduction such as Sum_Reduction(f,0)); render it
 with: dot -Tsvg f.dot > f.svg
@@ -23,6 +26,8 @@ with: dot -Tsvg f.dot > f.svg
                          -a 'x = Vi(3), y = Vj(3), b = Vj(1)'
   -g, --grad NAME        draw the gradient with respect to the variable NAME instead: for a formula,
                          (df/dNAME)^T eta with a new input eta; for a reduction, its gradient reduction
+  -k, --kernel           FORMULA is a high-level kernel such as 'gaussian(x,y) * linear(u,v)**2'; the
+                         scale of atom k is the alias gammak (default: a new scalar parameter)
   -h, --help             this text`;
 
 /** Where the command writes (the real streams, or a test's buffers). */
@@ -75,8 +80,8 @@ function freshName(variables: readonly FormulaVariable[], base: string): string 
 }
 
 /** The DOT text the command prints (exported for tests and other front ends). */
-export function graphDot(text: string, aliases: readonly string[], grad?: string): string {
-  if (isReductionText(text)) {
+export function graphDot(text: string, aliases: readonly string[], grad?: string, kernel = false): string {
+  if (!kernel && isReductionText(text)) {
     const { reduction, variables } = parseReductionWithVariables(text, aliases);
     if (grad === undefined) return reduction.toDot(namesOf(variables));
     const v = variableNamed(variables, grad);
@@ -91,15 +96,52 @@ export function graphDot(text: string, aliases: readonly string[], grad?: string
     }
     return reductionGradient(reduction, b.variable(v.pos, v.dim, v.cat), eta, saved).toDot(names);
   }
-  const formula = parseFormula(text, aliases);
-  if (grad === undefined) return formula.toDot();
-  const v = variableNamed(formula.variables, grad);
-  const next = Math.max(-1, ...formula.variables.map((w) => w.pos)) + 1;
+  const { node, variables } = kernel ? kernelFormula(text, aliases) : parseFormula(text, aliases);
+  const names = namesOf(variables);
+  if (grad === undefined) return formulaToDot(node, names);
+  const v = variableNamed(variables, grad);
+  const next = Math.max(-1, ...variables.map((w) => w.pos)) + 1;
   // As Grad(f, v) does: the new input is indexed like the other index.
-  const eta = b.variable(next, formula.dim, v.cat === 0 ? 1 : 0);
-  const names = namesOf(formula.variables);
-  names.set(next, freshName(formula.variables, 'eta'));
-  return formulaToDot(b.grad(formula.node, b.variable(v.pos, v.dim, v.cat), eta), names);
+  const eta = b.variable(next, node.dim, v.cat === 0 ? 1 : 0);
+  names.set(next, freshName(variables, 'eta'));
+  return formulaToDot(b.grad(node, b.variable(v.pos, v.dim, v.cat), eta), names);
+}
+
+/**
+ * A high-level kernel as a formula: its variables are aliases, and the scale of atom k is the alias `gammak`
+ * when declared, else a new scalar parameter of that name.
+ */
+export function kernelFormula(
+  text: string,
+  aliases: readonly string[],
+): { node: Node; variables: FormulaVariable[] } {
+  const kernel = parseKernel(text);
+  const declared = parseFormula('0', aliases).variables;
+  const variables = [...declared];
+  const lookup = (name: string): Node => {
+    const v = variables.find((w) => w.name === name);
+    if (v === undefined) {
+      throw new KeOpsError(
+        'ERR_FORMULA_NAME',
+        `the kernel uses '${name}': declare it with an alias such as '${name} = Vi(3)'`,
+      );
+    }
+    return b.variable(v.pos, v.dim, v.cat);
+  };
+  const scales = kernel.atoms.map((atom, k) => {
+    if (atom.name === 'linear') return undefined;
+    const name = `gamma${k}`;
+    if (!variables.some((w) => w.name === name)) {
+      const pos = Math.max(-1, ...variables.map((w) => w.pos)) + 1;
+      variables.push({ name, pos, dim: 1, cat: 2 });
+    }
+    return lookup(name);
+  });
+  const node = kernel.lower(NODE_ALGEBRA, {
+    pair: (p) => ({ x: lookup(kernel.pairs[p].x), y: lookup(kernel.pairs[p].y) }),
+    scale: (a) => scales[a],
+  });
+  return { node, variables };
 }
 
 /** Runs `keops-node graph ...` (argv after `graph`); returns the exit code. */
@@ -112,6 +154,7 @@ export function graphCommand(argv: readonly string[], io: CommandIO): number {
       options: {
         aliases: { type: 'string', short: 'a', multiple: true },
         grad: { type: 'string', short: 'g' },
+        kernel: { type: 'boolean', short: 'k' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -129,7 +172,7 @@ export function graphCommand(argv: readonly string[], io: CommandIO): number {
   }
   const aliases = (parsed.values.aliases ?? []).flatMap(splitAliases);
   try {
-    io.out(graphDot(parsed.positionals[0], aliases, parsed.values.grad));
+    io.out(graphDot(parsed.positionals[0], aliases, parsed.values.grad, parsed.values.kernel === true));
     return 0;
   } catch (e) {
     if (!(e instanceof KeOpsError)) throw e;
