@@ -183,9 +183,9 @@ export class KernelExpression {
     Object.freeze(this);
   }
 
-  /** Canonical text: fully parenthesised, constants exact (`1/2`); re-parses to the same structure. */
+  /** Canonical text: parentheses only where precedence needs them, exact decimal constants; re-parses alike. */
   toString(): string {
-    const print = (t: KernelTerm): string => {
+    const print = (t: KernelTerm, context: 'top' | 'product' | 'base'): string => {
       switch (t.kind) {
         case 'atom': {
           const a = this.atoms[t.atom];
@@ -194,13 +194,21 @@ export class KernelExpression {
         }
         case 'constant':
           return decimalText(t.value);
-        case 'power':
-          return `${print(t.base)}**${t.exponent}`;
-        default:
-          return `(${t.terms.map(print).join(t.kind === 'sum' ? ' + ' : ' * ')})`;
+        case 'power': {
+          const text = `${print(t.base, 'base')}**${t.exponent}`;
+          return context === 'base' ? `(${text})` : text;
+        }
+        case 'product': {
+          const text = t.terms.map((u) => print(u, 'product')).join(' * ');
+          return context === 'base' ? `(${text})` : text;
+        }
+        case 'sum': {
+          const text = t.terms.map((u) => print(u, 'top')).join(' + ');
+          return context === 'top' ? text : `(${text})`;
+        }
       }
     };
-    return print(this.root);
+    return print(this.root, 'top');
   }
 
   /**
