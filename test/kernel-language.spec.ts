@@ -215,6 +215,21 @@ describe('kernel language: lowering', () => {
     }
   });
 
+  it('keeps KeOps 1.x convention d√u/du = 0 at u = 0: laplacian and distance gradients are finite where x = y', () => {
+    for (const name of ['laplacian', 'distance']) {
+      const { node, pairs, scales } = lowerWith(parseKernel(`${name}(x,y)`), [1]);
+      const point = Float64Array.of(0.3, -0.2, 0.5);
+      const values = new Map([
+        [pairs[0].x, point],
+        [pairs[0].y, point],
+        [scales[0] as Node, Float64Array.of(2)],
+      ]);
+      const gradient = b.grad(node, pairs[0].x, b.variable(200, 1, 0));
+      values.set(b.variable(200, 1, 0), Float64Array.of(1));
+      expect(Array.from(evalWith(gradient, values), Math.abs), name).to.deep.equal([0, 0, 0]);
+    }
+  });
+
   it('positions dimension errors at the atom', () => {
     const k = parseKernel('linear(u,v) + gaussian(x,y)');
     const e = expectKeOpsError(() => lowerWith(k, [undefined, 2]), 'ERR_FORMULA_DIM', 'gaussian(x,y)', 'dim');
