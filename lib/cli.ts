@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * The `keops-node` command: `keops-node info` (backend, compiler, cache folder and size, why CUDA is or isn't
- * used) and `keops-node cache clear`.
+ * used), `keops-node cache clear` and `keops-node graph` (Graphviz DOT of a formula: lib/cli/graph.ts).
  */
 import { clearCache } from './backend/cache';
 import { describeRuntime } from './runtime-summary';
