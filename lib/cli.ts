@@ -2,7 +2,8 @@
 /**
  * The `keops-node` command. Subcommands are rows of one table (name, usage, summary, how many arguments, what
  * to run), so adding one is adding a row: `keops-node info` (backend, compiler, cache folder and size, why
- * CUDA is or isn't used) and `keops-node cache clear`. `--help`/`-h` (also after a subcommand) prints help to
+ * CUDA is or isn't used), `keops-node cache clear` and `keops-node graph` (Graphviz DOT of a formula:
+ * lib/cli/graph.ts, which parses its own options). `--help`/`-h` (also after a subcommand) prints help to
  * stdout and exits 0; `--version` prints the version; unknown subcommands, options and extra arguments print
  * usage to stderr and exit 2; a failure exits 1 with its code.
  */
@@ -10,6 +11,7 @@ import { clearCache } from './backend/cache';
 import { packageVersion } from './backend/package-root';
 import { isKeOpsError } from './errors';
 import { describeRuntime } from './runtime-summary';
+import { GRAPH_USAGE, graphCommand } from './cli/graph';
 
 /** Where the command writes (process.stdout / stderr, or a test's buffers). */
 export interface CliIo {
@@ -17,14 +19,25 @@ export interface CliIo {
   err(text: string): void;
 }
 
-interface Subcommand {
+interface SubcommandText {
   /** Arguments after the subcommand's name, as shown in usage. */
   readonly usage: string;
   readonly summary: string;
+}
+
+/** A command with fixed arguments: the table checks them, then runs it. */
+interface FixedSubcommand extends SubcommandText {
   /** The exact arguments it takes (after its name); anything else is a usage error. */
   readonly args: readonly string[];
   run(io: CliIo): Promise<void> | void;
 }
+
+/** A command with options of its own: it parses everything after its name (help included), returns its exit code. */
+interface ParsingSubcommand extends SubcommandText {
+  main(args: readonly string[], io: CliIo): Promise<number> | number;
+}
+
+type Subcommand = FixedSubcommand | ParsingSubcommand;
 
 const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
   info: {
@@ -45,6 +58,15 @@ const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
         `removed ${removed.entries} kernels (${(removed.bytes / 2 ** 20).toFixed(1)} MiB) from ${removed.folder}`,
       );
     },
+  },
+  graph: {
+    usage: 'FORMULA [options]',
+    summary: 'print the Graphviz DOT graph of a formula, a reduction or its gradient',
+    main: (args, io) =>
+      graphCommand(args, {
+        out: (text) => io.out(text.replace(/\n$/, '')),
+        err: (text) => io.err(text.replace(/\n$/, '')),
+      }),
   },
 };
 
@@ -95,6 +117,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     io.err(`keops-node: unknown ${name.startsWith('-') ? 'option' : 'command'} '${name}'\n${usage()}`);
     return 2;
   }
+  if ('main' in command) return command.main(rest, io);
   if (rest.some((a) => HELP_FLAGS.includes(a))) {
     io.out(commandHelp(name));
     return 0;
@@ -119,6 +142,7 @@ function commandLine(name: string): string {
 }
 
 function commandHelp(name: string): string {
+  if (name === 'graph') return GRAPH_USAGE;
   return `usage: ${commandLine(name)}\n\n${SUBCOMMANDS[name].summary}`;
 }
 

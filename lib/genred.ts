@@ -31,7 +31,7 @@ import {
   type SumScheme,
 } from './backend/runner';
 import type { CallArg, Dtype, FloatArray, GenredArg } from './backend/plan';
-import { type FormulaVariable, Formula, parseFormula } from './formula';
+import { type FormulaVariable, Formula, namesOf, parseFormula } from './formula';
 import { builder as b } from './formula/builder';
 import { varsOf } from './formula/diff';
 import { type GenredResult, resolveGenredReduction } from './formula/genred-reductions';
@@ -216,6 +216,11 @@ export class NodeGenred {
   /** Number of arguments a call takes. */
   get argCount(): number {
     return this.runner.argCount;
+  }
+
+  /** Graphviz DOT text of the reduction (of a gradient reduction too), inputs labelled with their names. */
+  toDot(): string {
+    return this.reduction.toDot(namesOf(this.variables));
   }
 
   /**

@@ -107,3 +107,33 @@ export {
   referenceReduction,
 } from './reference';
 export { type ReferenceCallOptions, referenceCall } from './reference-call';
+export {
+  type KernelAlgebra,
+  type KernelAtom,
+  type KernelAtomName,
+  KernelExpression,
+  type KernelPair,
+  type KernelTerm,
+  MAX_KERNEL_LENGTH,
+  MAX_KERNEL_NESTING,
+  parseKernel,
+} from './kernels/language';
+export {
+  KERNEL_PRODUCT_MODES,
+  type KernelArray,
+  type KernelProductFormula,
+  type KernelProductGradOptions,
+  type KernelProductMode,
+  type KernelProductOptions,
+  type KernelProductParams,
+  type KernelProductPlan,
+  type KernelScale,
+  kernelProduct,
+  kernelProductFormula,
+  kernelProductGrad,
+  kernelProductGradSync,
+  kernelProductPlan,
+  kernelProductSync,
+} from './kernels/product';
+export { lazyKernel, type LazyKernelOptions } from './kernels/lazy';
+export { type DotNames, formulaToDot, reductionToDot } from './formula/dot';

@@ -26,6 +26,7 @@ import type { Dtype, GenredArg, GenredRanges } from './backend/plan';
 import { swapAxes } from './cluster';
 import { builder as b, checkParams } from './formula/builder';
 import { varsOf } from './formula/diff';
+import { formulaToDot } from './formula/dot';
 import type { GenredResult, GenredValues } from './formula/genred-reductions';
 import { type GenredGradOptions, NodeGenred } from './genred';
 import { type KernelSolveCallOptions, type KernelSolveGradOptions, NodeKernelSolve } from './kernel-solve';
@@ -496,6 +497,11 @@ export class LazyTensor {
   /** Canonical formula text, with variables written `Var(pos,dim,cat)`. */
   toString(): string {
     return this.node.toString();
+  }
+
+  /** Graphviz DOT text of the formula; `names[k]` labels variable k (default: its category and position). */
+  toDot(names: readonly string[] = []): string {
+    return formulaToDot(this.node, dotNames(names));
   }
 
   // ---- the generic operation -------------------------------------------------------------------------------
@@ -1130,6 +1136,14 @@ function argumentsOf(variables: readonly LazyVariable[]): GenredArg[] {
   });
 }
 
+/** Variable labels by position, for `toDot`. */
+function dotNames(names: readonly string[]): Map<number, string> {
+  if (!Array.isArray(names) || !names.every((n) => typeof n === 'string')) {
+    throw invalid('toDot: names must be an array of strings');
+  }
+  return new Map(names.map((n, k) => [k, n] as const));
+}
+
 /** The position of the variable LazyTensor `wrt` in `variables`, for gradients. */
 function positionOf(variables: readonly LazyVariable[], wrt: LazyTensor, what: string): number {
   if (!(wrt instanceof LazyTensor) || wrt.node.name !== 'Var' || wrt.variables.length !== 1) {
@@ -1253,6 +1267,11 @@ export class LazyReduction {
   /** The arrays of a call, by position, in one dtype (plain numbers become that dtype). */
   arguments(): GenredArg[] {
     return argumentsOf(this.variables);
+  }
+
+  /** Graphviz DOT text of the reduction; `names[k]` labels variable k. */
+  toDot(names: readonly string[] = []): string {
+    return this.engine(undefined).reduction.toDot(dotNames(names));
   }
 
   private runOptions(options: LazyReductionOptions | undefined): RunOptions {

@@ -5,6 +5,7 @@
 import { KeOpsError } from '../errors';
 import { type FormulaVariable, parseAliases, VARIABLE_FUNCTION_NAMES, VariableTable } from './aliases';
 import { varsOf } from './diff';
+import { formulaToDot } from './dot';
 import { Node } from './node';
 import { parseText, type ReductionTable } from './parser';
 import type { Reduction } from './reduction';
@@ -60,6 +61,16 @@ export class Formula {
   get hash(): string {
     return this.node.hash;
   }
+
+  /** Graphviz DOT text of the formula's DAG, variables labelled with their alias names. */
+  toDot(): string {
+    return formulaToDot(this.node, namesOf(this.variables));
+  }
+}
+
+/** Alias names by position, for rendering. */
+export function namesOf(variables: readonly FormulaVariable[]): Map<number, string> {
+  return new Map(variables.flatMap((v) => (v.name === undefined ? [] : [[v.pos, v.name] as const])));
 }
 
 function isReservedName(name: string): boolean {

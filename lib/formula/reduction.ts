@@ -8,6 +8,7 @@
  */
 import { createHash } from 'node:crypto';
 import { KeOpsError } from '../errors';
+import { type DotNames, reductionToDot } from './dot';
 import type { Node } from './node';
 import type { Rational } from './rational';
 
@@ -90,6 +91,11 @@ export class Reduction {
       case 'tag_formula2':
         return `${this.def.name}(${f},${this.tag},${this.formula2})`;
     }
+  }
+
+  /** Graphviz DOT text: the formula DAG(s) under a node naming the reduction. */
+  toDot(names?: DotNames): string {
+    return reductionToDot(this, names);
   }
 
   equals(other: Reduction): boolean {
