@@ -73,6 +73,8 @@ export interface CudaKernels {
   readonly partialSlots: { readonly val: number; readonly idx: number };
   /** NVRTC flags recommended for this dtype: fast math for float32 (as KeOps), exact float64. */
   readonly fastMath: boolean;
+  /** Output rows each thread of the 1D, split and ranges kernels reduces (they share every staged j record). */
+  readonly rowsPerThread: number;
 }
 
 const SCHEME_CODE: Readonly<Record<CudaSumScheme, string>> = {
@@ -206,5 +208,6 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
     sharedBytesPerThread: dimInner * BYTES[opts.dtype],
     partialSlots: { val: Math.max(1, red.layout.dimredVal), idx: Math.max(1, red.layout.dimredIdx) },
     fastMath: opts.dtype === 'float32',
+    rowsPerThread: 1,
   };
 }
