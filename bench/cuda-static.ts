@@ -325,13 +325,18 @@ function hotPath(blocks: readonly Block[], loop: { header: number; body: Set<num
   return { instructions: best.d, sharedBytes: sharedBytesRead(path) };
 }
 
-interface LoopCount {
+export interface LoopCount {
   readonly instructionsPerTrip: number;
   readonly pairsPerTrip: number;
   readonly perPair: number;
 }
 
-function innerLoopCount(ptx: string, entry: string, recordBytes: number, rowsPerThread: number): LoopCount {
+export function innerLoopCount(
+  ptx: string,
+  entry: string,
+  recordBytes: number,
+  rowsPerThread: number,
+): LoopCount {
   const blocks = basicBlocks(entryBody(ptx, entry));
   const all = loops(blocks);
   const loadsShared = (body: Set<number>): boolean =>
@@ -442,4 +447,4 @@ function main(): void {
   }
 }
 
-main();
+if (require.main === module) main();
