@@ -6,7 +6,8 @@
  * One translation unit (`source`) holding the four kernels of cuda-templates/cuda_kernels.tpl (1D tiled, split
  * over j + merge, block-sparse ranges), for NVRTC: self-contained (no #include; the prelude handles
  * `__CUDACC_RTC__`), entry points `extern "C"` so their names are not mangled. The formula body and the reduction
- * hooks are those of the CPU kernel (lib/codegen/formula.ts, reduction-hooks.ts), unchanged: the formula is
+ * hooks are those of the CPU kernel (lib/codegen/formula.ts, reduction-hooks.ts; the per-pair fold is the `fold_hot`
+ * hook where the reduction has one, and KMin tests groups of pairs with `can_skip`): the formula is
  * instantiated with INNER_STRIDE = 1 (inner rows are packed records in shared memory); its prologue (the
  * sub-formulas that read no inner variable) runs once per thread, into a per-thread `hoisted` array.
  *
@@ -15,16 +16,17 @@
  *
  * Launch contract (the runner's side; see the template's header comment for the layouts):
  *   <p>_1d(long nx, long ny, Args args, T* out_val, int* out_idx, const long long* batch_offsets, long batch_begin)
- *       grid (ceil(nx / B), 1, batches), block B, dynamic shared memory B * sharedBytesPerThread
+ *       grid (ceil(nx / (B * rowsPerThread)), 1, batches), block B, dynamic shared memory B * sharedBytesPerThread
  *   <p>_split(long nx, long ny, Args args, long slice, TAcc* partial_val, int* partial_idx,
  *             const long long* batch_offsets, long batch_begin)
- *       grid (ceil(nx / B), ceil(ny / slice), batches), same shared memory; partials of
+ *       grid (ceil(nx / (B * rowsPerThread)), ceil(ny / slice), batches), same shared memory; partials of
  *       batches * splits * partialSlots * nx accumulator values / indices
  *   <p>_split_merge(long nx, long splits, const TAcc* partial_val, const int* partial_idx, T* out_val, int* out_idx,
  *                   const long long* batch_offsets, long batch_begin)     grid (ceil(nx / B), 1, batches), no shared
  *   <p>_ranges(long nx, long ny, Args args, T* out_val, int* out_idx, const long long* lookup,
  *              const long long* intervals, const long long* batch_offsets, long batch_begin)
- *       grid (lookup entries, 1, batches), block B >= the rows of every entry, shared memory as for _1d
+ *       grid (lookup entries, 1, batches), block B, B * rowsPerThread >= the rows of every entry, shared memory
+ *       as for _1d
  * `Args` is a struct of `argSlots` device pointers passed by value. Output rows are the reduction's outer index.
  */
 import { KeOpsError } from '../errors';
