@@ -2,16 +2,18 @@
 // {{DESCRIPTION}}
 //
 // Four kernels share one formula body and one set of reduction hooks (the KEOPS_HD code the CPU kernel runs):
-//   {{PREFIX}}_1d           one thread per output row i; the inner rows j are swept in tiles of blockDim.x rows
-//                           staged in shared memory (one packed record of kDimInner values per j), every thread
-//                           folding the whole tile into its accumulator (docs/semantics.md 5.3).
+//   {{PREFIX}}_1d           kRows output rows i per thread (a block covers blockDim.x * kRows rows); the inner
+//                           rows j are swept in tiles of blockDim.x rows staged in shared memory (one packed record
+//                           of kDimInner values per j, copied coalesced), every thread folding the whole tile into
+//                           the accumulators of its rows, each record read once for all of them (docs/semantics.md 5.3).
 //   {{PREFIX}}_split        the same sweep restricted to the j-slice blockIdx.y of width `slice`; the accumulators
 //                           go, unfinalized, to global partials (for few output rows: more blocks than rows allow).
 //   {{PREFIX}}_split_merge  one thread per row folds the `splits` partials (gridDim.y of the split launch) in split
 //                           order (so results do not depend on timing) and finalizes.
 //   {{PREFIX}}_ranges       block-sparse: block b handles rows [row_begin, row_end) of lookup entry b (host-built,
-//                           at most blockDim.x rows) and sweeps that entry's j-intervals in order; an entry with no
-//                           interval writes the neutral value (rows outside every range are covered that way).
+//                           at most blockDim.x * kRows rows) and sweeps that entry's j-intervals in order; an
+//                           entry with no interval writes the neutral value (rows outside every range are covered
+//                           that way).
 // Batch: blockIdx.z + batch_begin is the batch entry; when `batch_offsets` is not null, entry b adds
 // batch_offsets[b * (kArgSlots + 2) + k] elements to argument k, then to out_val and out_idx (host-built from the
 // broadcast batch shapes). Partials of the split kernels are batch-major and need no offsets.
@@ -45,6 +47,14 @@ constexpr int kValSlots = kDimRedVal > 0 ? kDimRedVal : 1;
 constexpr int kIdxSlots = kDimRedIdx > 0 ? kDimRedIdx : 1;
 constexpr int kOuterSlots = kDimOuter > 0 ? kDimOuter : 1;
 constexpr int kHoistedSlots = kHoistedScalars > 0 ? kHoistedScalars : 1;
+// Output rows per thread: rows first + r * blockDim.x, r < kRows, of a block of blockDim.x * kRows rows. Every
+// staged j record is read once from shared memory for all of them, and the loop control is shared too.
+constexpr int kRows = {{ROWS_PER_THREAD}};
+// KMin family: the j values are evaluated kSkipGroup at a time and tested against one snapshot of the
+// accumulator (the `can_skip` hook): one branch per group instead of one per pair; 1 = no group test.
+constexpr int kSkipGroup = {{SKIP_GROUP}};
+// Pairs per step of the j loop (1 for wide records, whose pair is already a long unrolled body).
+constexpr int kUnroll = {{UNROLL}};
 
 // Argument pointers, passed by value (kernel parameter space): no device-side pointer table to upload.
 struct Args {
@@ -62,11 +72,13 @@ __device__ __forceinline__ void keops_reset(Accumulator& acc) {
   for (int k = 0; k < kValSlots; k++) acc.comp[k] = 0;
 }
 
+// The per-pair fold: the reduction's hot-path fold (the full fold, or a shortcut for its common case that gives
+// the same results, e.g. LogSumExp below the running maximum), or the compensated one.
 __device__ __forceinline__ void keops_fold_one(Accumulator& acc, const keops_t* fout, long j) {
   if (kScheme == KEOPS_SCHEME_KAHAN) {
     {{HOOK_FOLD_KAHAN}}(acc.val, acc.idx, acc.comp, fout, j);
   } else {
-    {{HOOK_FOLD}}(acc.val, acc.idx, fout, j);
+    {{HOOK_FOLD_HOT}}(acc.val, acc.idx, fout, j);
   }
 }
 
@@ -95,9 +107,11 @@ __device__ __forceinline__ void keops_load_outer(const Args& args, long i, keops
 {{LOAD_OUTER}}
 }
 
-// The reduced-row variables of row j, packed into one shared-memory record.
-__device__ __forceinline__ void keops_load_inner(const Args& args, long j, keops_t* record) {
-{{LOAD_INNER}}
+// Stages inner rows [j0, j0 + len) into the tile, one packed record of kDimInner values per row. The rows of a
+// variable are contiguous in global memory: the block copies them as one flat array, consecutive threads reading
+// consecutive values (coalesced, whatever the variable's width), each value to its place in its record.
+__device__ __forceinline__ void keops_load_tile(const Args& args, long j0, int len, keops_t* tile) {
+{{LOAD_TILE}}
 }
 
 // The per-row values of the formula (nothing when every sub-formula reads an inner variable).
@@ -114,33 +128,94 @@ __device__ __forceinline__ void keops_eval(const Args& args, const keops_t* oute
   {{FORMULA_CALL}};
 }
 
-// Folds inner rows [j_begin, j_end) into `acc`. Every thread of the block calls it with the same interval (it
-// synchronises the block); only `active` threads fold.
-__device__ __forceinline__ void keops_sweep(const Args& args, bool active, const keops_t* outer,
-                                            const keops_t* hoisted, Accumulator& acc, long j_begin, long j_end,
+// What a thread keeps for one of its output rows.
+struct Row {
+  keops_t outer[kOuterSlots];
+  keops_t hoisted[kHoistedSlots];
+  Accumulator acc;
+  bool active;
+};
+
+// Row i of a thread: its variables and per-row values when i is an output row (active), zeros otherwise (an
+// inactive row is still evaluated with its neighbours, on defined values, and never written).
+__device__ __forceinline__ void keops_start_row(const Args& args, bool active, long i, Row& row) {
+  row.active = active;
+  keops_reset(row.acc);
+  for (int k = 0; k < kOuterSlots; k++) row.outer[k] = 0;
+  for (int k = 0; k < kHoistedSlots; k++) row.hoisted[k] = 0;
+  if (active) {
+    keops_load_outer(args, i, row.outer);
+    keops_prologue(args, row.outer, row.hoisted);
+  }
+}
+
+// Folds the len staged records of a tile (global index j0 + t) into acc[r], in j order for every row. 32-bit
+// counters: the loop control is a few instructions per several pairs.
+__device__ __forceinline__ void keops_fold_tile(const Args& args, const Row (&rows)[kRows],
+                                                Accumulator (&acc)[kRows], const keops_t* tile, int len,
+                                                long j0) {
+  int t = 0;
+  if (kSkipGroup > 1) {
+    for (; t + kSkipGroup <= len; t += kSkipGroup) {
+      keops_t fout[kSkipGroup][kRows][kDimFout];
+      bool skip = true;
+#pragma unroll
+      for (int u = 0; u < kSkipGroup; u++) {
+#pragma unroll
+        for (int r = 0; r < kRows; r++) {
+          keops_eval(args, rows[r].outer, rows[r].hoisted, tile + (t + u) * kDimInner, fout[u][r]);
+          skip &= {{HOOK_CAN_SKIP}}(acc[r].val, fout[u][r]);
+        }
+      }
+      if (skip) continue;
+#pragma unroll
+      for (int u = 0; u < kSkipGroup; u++) {
+#pragma unroll
+        for (int r = 0; r < kRows; r++) keops_fold_one(acc[r], fout[u][r], j0 + t + u);
+      }
+    }
+  }
+#pragma unroll kUnroll
+  for (; t < len; t++) {
+    const keops_t* record = tile + t * kDimInner;
+#pragma unroll
+    for (int r = 0; r < kRows; r++) {
+      keops_t fout[kDimFout];
+      keops_eval(args, rows[r].outer, rows[r].hoisted, record, fout);
+      keops_fold_one(acc[r], fout, j0 + t);
+    }
+  }
+}
+
+// Folds inner rows [j_begin, j_end) into the rows' accumulators. Every thread of the block calls it with the same
+// interval (it synchronises the block); only threads with an active row fold.
+__device__ __forceinline__ void keops_sweep(const Args& args, Row (&rows)[kRows], long j_begin, long j_end,
                                             keops_t* tile) {
   // Zero_Reduction reads nothing: an empty loop (an early return would leave an unreachable one).
   const long sweep_end = kSkipInnerLoop ? j_begin : j_end;
+  bool any_active = false;
+  for (int r = 0; r < kRows; r++) any_active |= rows[r].active;
   for (long tile_start = j_begin; tile_start < sweep_end; tile_start += blockDim.x) {
-    const long j = tile_start + threadIdx.x;
-    if (j < j_end) keops_load_inner(args, j, tile + threadIdx.x * kDimInner);
+    const int len = (int)(j_end - tile_start < (long)blockDim.x ? j_end - tile_start : (long)blockDim.x);
+    keops_load_tile(args, tile_start, len, tile);
     __syncthreads();
-    if (active) {
-      const long len = j_end - tile_start < (long)blockDim.x ? j_end - tile_start : (long)blockDim.x;
-      if (kScheme == KEOPS_SCHEME_BLOCK) {
-        Accumulator part;
-        keops_reset(part);
-        for (long t = 0; t < len; t++) {
-          keops_t fout[kDimFout];
-          keops_eval(args, outer, hoisted, tile + t * kDimInner, fout);
-          keops_fold_one(part, fout, tile_start + t);
+    if (any_active) {
+      Accumulator acc[kRows];
+#pragma unroll
+      for (int r = 0; r < kRows; r++) {
+        if (kScheme == KEOPS_SCHEME_BLOCK) {
+          keops_reset(acc[r]);
+        } else {
+          acc[r] = rows[r].acc;
         }
-        keops_merge_into(acc, part);
-      } else {
-        for (long t = 0; t < len; t++) {
-          keops_t fout[kDimFout];
-          keops_eval(args, outer, hoisted, tile + t * kDimInner, fout);
-          keops_fold_one(acc, fout, tile_start + t);
+      }
+      keops_fold_tile(args, rows, acc, tile, len, tile_start);
+#pragma unroll
+      for (int r = 0; r < kRows; r++) {
+        if (kScheme == KEOPS_SCHEME_BLOCK) {
+          keops_merge_into(rows[r].acc, acc[r]);
+        } else {
+          rows[r].acc = acc[r];
         }
       }
     }
@@ -163,18 +238,18 @@ extern "C" __global__ void {{PREFIX}}_1d(long nx, long ny, Args args, keops_t* o
   extern __shared__ __align__(16) unsigned char keops_shared[];
   keops_t* const tile = reinterpret_cast<keops_t*>(keops_shared);
   keops_batch_shift(batch_offsets, batch_begin + blockIdx.z, args, out_val, out_idx);
-  const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-  const bool active = i < nx;
-  keops_t outer[kOuterSlots];
-  keops_t hoisted[kHoistedSlots];
-  Accumulator acc;
-  keops_reset(acc);
-  if (active) {
-    keops_load_outer(args, i, outer);
-    keops_prologue(args, outer, hoisted);
+  const long first = (long)blockIdx.x * blockDim.x * kRows + threadIdx.x;
+  Row rows[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; r++) {
+    const long i = first + (long)r * blockDim.x;
+    keops_start_row(args, i < nx, i, rows[r]);
   }
-  keops_sweep(args, active, outer, hoisted, acc, 0, ny, tile);
-  if (active) keops_finalize(acc, out_val, out_idx, i);
+  keops_sweep(args, rows, 0, ny, tile);
+#pragma unroll
+  for (int r = 0; r < kRows; r++) {
+    if (rows[r].active) keops_finalize(rows[r].acc, out_val, out_idx, first + (long)r * blockDim.x);
+  }
 }
 
 // Partials: value k of row i, split s, batch entry b at partial_val[((b * gridDim.y + s) * kValSlots + k) * nx + i]
@@ -187,26 +262,28 @@ extern "C" __global__ void {{PREFIX}}_split(long nx, long ny, Args args, long sl
   keops_t* no_out_val = 0;
   int* no_out_idx = 0;
   keops_batch_shift(batch_offsets, b, args, no_out_val, no_out_idx);
-  const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-  const bool active = i < nx;
+  const long first = (long)blockIdx.x * blockDim.x * kRows + threadIdx.x;
   const long j_begin = (long)blockIdx.y * slice;
   const long j_end = j_begin + slice < ny ? j_begin + slice : ny;
-  keops_t outer[kOuterSlots];
-  keops_t hoisted[kHoistedSlots];
-  Accumulator acc;
-  keops_reset(acc);
-  if (active) {
-    keops_load_outer(args, i, outer);
-    keops_prologue(args, outer, hoisted);
+  Row rows[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; r++) {
+    const long i = first + (long)r * blockDim.x;
+    keops_start_row(args, i < nx, i, rows[r]);
   }
-  keops_sweep(args, active, outer, hoisted, acc, j_begin, j_end, tile);
-  if (!active) return;
-  keops_settle(acc);
+  keops_sweep(args, rows, j_begin, j_end, tile);
   const long part = b * (long)gridDim.y + blockIdx.y;
-  for (int k = 0; k < kDimRedVal; k++) partial_val[(part * kValSlots + k) * nx + i] = acc.val[k];
-  for (int k = 0; k < kDimRedIdx; k++) partial_idx[(part * kIdxSlots + k) * nx + i] = acc.idx[k];
+#pragma unroll
+  for (int r = 0; r < kRows; r++) {
+    if (!rows[r].active) continue;
+    const long i = first + (long)r * blockDim.x;
+    keops_settle(rows[r].acc);
+    for (int k = 0; k < kDimRedVal; k++) partial_val[(part * kValSlots + k) * nx + i] = rows[r].acc.val[k];
+    for (int k = 0; k < kDimRedIdx; k++) partial_idx[(part * kIdxSlots + k) * nx + i] = rows[r].acc.idx[k];
+  }
 }
 
+// One thread per row (grid ceil(nx / blockDim.x)).
 extern "C" __global__ void {{PREFIX}}_split_merge(long nx, long splits, const keops_acc_t* partial_val,
                                                   const int* partial_idx, keops_t* out_val, int* out_idx,
                                                   const long long* batch_offsets, long batch_begin) {
@@ -230,7 +307,7 @@ extern "C" __global__ void {{PREFIX}}_split_merge(long nx, long splits, const ke
 }
 
 // lookup: 4 entries per block (row_begin, row_end, first_interval, interval_count), row_end - row_begin <=
-// blockDim.x; intervals: [start, end) pairs of inner rows.
+// blockDim.x * kRows; intervals: [start, end) pairs of inner rows.
 extern "C" __global__ void {{PREFIX}}_ranges(long nx, long ny, Args args, keops_t* out_val, int* out_idx,
                                              const long long* lookup, const long long* intervals,
                                              const long long* batch_offsets, long batch_begin) {
@@ -238,23 +315,23 @@ extern "C" __global__ void {{PREFIX}}_ranges(long nx, long ny, Args args, keops_
   keops_t* const tile = reinterpret_cast<keops_t*>(keops_shared);
   keops_batch_shift(batch_offsets, batch_begin + blockIdx.z, args, out_val, out_idx);
   const long long* entry = lookup + 4 * (long)blockIdx.x;
-  const long i = (long)entry[0] + threadIdx.x;
-  const bool active = i < (long)entry[1] && i < nx;
-  keops_t outer[kOuterSlots];
-  keops_t hoisted[kHoistedSlots];
-  Accumulator acc;
-  keops_reset(acc);
-  if (active) {
-    keops_load_outer(args, i, outer);
-    keops_prologue(args, outer, hoisted);
+  const long first = (long)entry[0] + threadIdx.x;
+  Row rows[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; r++) {
+    const long i = first + (long)r * blockDim.x;
+    keops_start_row(args, i < (long)entry[1] && i < nx, i, rows[r]);
   }
-  const long first = (long)entry[2], count = (long)entry[3];
-  for (long q = first; q < first + count; q++) {
+  const long first_interval = (long)entry[2], count = (long)entry[3];
+  for (long q = first_interval; q < first_interval + count; q++) {
     const long j_begin = (long)intervals[2 * q];
     const long j_end = (long)intervals[2 * q + 1] < ny ? (long)intervals[2 * q + 1] : ny;
-    keops_sweep(args, active, outer, hoisted, acc, j_begin, j_end, tile);
+    keops_sweep(args, rows, j_begin, j_end, tile);
   }
-  if (active) keops_finalize(acc, out_val, out_idx, i);
+#pragma unroll
+  for (int r = 0; r < kRows; r++) {
+    if (rows[r].active) keops_finalize(rows[r].acc, out_val, out_idx, first + (long)r * blockDim.x);
+  }
 }
 
 }  // namespace {{NAMESPACE}}

@@ -59,7 +59,9 @@ int main(int argc, char** argv) {
   memset(out_val, 0xff, sizeof(keops_t) * val_count);  // NaN / -1: rows a kernel forgets show up
   memset(out_idx, 0xff, sizeof(int) * idx_count);
   const long long* batch_offsets = has_offsets ? offsets : 0;
-  const keops_emu_dim3 rows_grid = {(unsigned)((nx + block - 1) / block), 1, (unsigned)batches};
+  // The row kernels take kRows rows per thread; the merge kernel one.
+  const keops_emu_dim3 rows_grid = {(unsigned)((nx + block * kRows - 1) / (block * kRows)), 1, (unsigned)batches};
+  const keops_emu_dim3 merge_grid = {(unsigned)((nx + block - 1) / block), 1, (unsigned)batches};
   if (scheme == 0) {
     launch(rows_grid, block, [&]() { keops_1d(nx, ny, args, out_val, out_idx, batch_offsets, 0); });
   } else if (scheme == 1) {
@@ -67,7 +69,7 @@ int main(int argc, char** argv) {
     int* partial_idx = (int*)malloc(sizeof(int) * batches * splits * kIdxSlots * nx + 8);
     launch({rows_grid.x, (unsigned)splits, rows_grid.z}, block,
            [&]() { keops_split(nx, ny, args, slice, partial_val, partial_idx, batch_offsets, 0); });
-    launch(rows_grid, block, [&]() {
+    launch(merge_grid, block, [&]() {
       keops_split_merge(nx, splits, partial_val, partial_idx, out_val, out_idx, batch_offsets, 0);
     });
   } else {

@@ -6,7 +6,8 @@
  * One translation unit (`source`) holding the four kernels of cuda-templates/cuda_kernels.tpl (1D tiled, split
  * over j + merge, block-sparse ranges), for NVRTC: self-contained (no #include; the prelude handles
  * `__CUDACC_RTC__`), entry points `extern "C"` so their names are not mangled. The formula body and the reduction
- * hooks are those of the CPU kernel (lib/codegen/formula.ts, reduction-hooks.ts), unchanged: the formula is
+ * hooks are those of the CPU kernel (lib/codegen/formula.ts, reduction-hooks.ts; the per-pair fold is the `fold_hot`
+ * hook where the reduction has one, and KMin tests groups of pairs with `can_skip`): the formula is
  * instantiated with INNER_STRIDE = 1 (inner rows are packed records in shared memory); its prologue (the
  * sub-formulas that read no inner variable) runs once per thread, into a per-thread `hoisted` array.
  *
@@ -15,16 +16,17 @@
  *
  * Launch contract (the runner's side; see the template's header comment for the layouts):
  *   <p>_1d(long nx, long ny, Args args, T* out_val, int* out_idx, const long long* batch_offsets, long batch_begin)
- *       grid (ceil(nx / B), 1, batches), block B, dynamic shared memory B * sharedBytesPerThread
+ *       grid (ceil(nx / (B * rowsPerThread)), 1, batches), block B, dynamic shared memory B * sharedBytesPerThread
  *   <p>_split(long nx, long ny, Args args, long slice, TAcc* partial_val, int* partial_idx,
  *             const long long* batch_offsets, long batch_begin)
- *       grid (ceil(nx / B), ceil(ny / slice), batches), same shared memory; partials of
+ *       grid (ceil(nx / (B * rowsPerThread)), ceil(ny / slice), batches), same shared memory; partials of
  *       batches * splits * partialSlots * nx accumulator values / indices
  *   <p>_split_merge(long nx, long splits, const TAcc* partial_val, const int* partial_idx, T* out_val, int* out_idx,
  *                   const long long* batch_offsets, long batch_begin)     grid (ceil(nx / B), 1, batches), no shared
  *   <p>_ranges(long nx, long ny, Args args, T* out_val, int* out_idx, const long long* lookup,
  *              const long long* intervals, const long long* batch_offsets, long batch_begin)
- *       grid (lookup entries, 1, batches), block B >= the rows of every entry, shared memory as for _1d
+ *       grid (lookup entries, 1, batches), block B, B * rowsPerThread >= the rows of every entry, shared memory
+ *       as for _1d
  * `Args` is a struct of `argSlots` device pointers passed by value. Output rows are the reduction's outer index.
  */
 import { KeOpsError } from '../errors';
@@ -45,6 +47,8 @@ export interface CudaKernelOptions {
   readonly positions: readonly ArgPosition[];
   /** Prefix of the entry points and of the namespace (a C identifier); default 'keops'. */
   readonly symbolPrefix?: string;
+  /** Output rows per thread (1 to 8); default: chosen from the per-row state (see `defaultRowsPerThread`). */
+  readonly rowsPerThread?: number;
 }
 
 export interface CudaKernelEntries {
@@ -73,6 +77,8 @@ export interface CudaKernels {
   readonly partialSlots: { readonly val: number; readonly idx: number };
   /** NVRTC flags recommended for this dtype: fast math for float32 (as KeOps), exact float64. */
   readonly fastMath: boolean;
+  /** Output rows each thread of the 1D, split and ranges kernels reduces (they share every staged j record). */
+  readonly rowsPerThread: number;
 }
 
 const SCHEME_CODE: Readonly<Record<CudaSumScheme, string>> = {
@@ -81,6 +87,44 @@ const SCHEME_CODE: Readonly<Record<CudaSumScheme, string>> = {
   kahan_scheme: 'KEOPS_SCHEME_KAHAN',
 };
 const INDENT = '  ';
+const MAX_ROWS_PER_THREAD = 8;
+/** Pairs per `can_skip` test in the KMin family (one branch per group). */
+const SKIP_GROUP = 4;
+/** Outer values up to which the group is worth its registers (wide rows are bound by their arithmetic anyway). */
+const SKIP_GROUP_MAX_OUTER = 32;
+/** Unrolling of the j loop (pairs per loop step), for records of up to UNROLL_MAX_RECORD values. */
+const UNROLL = 4;
+const UNROLL_MAX_RECORD = 32;
+/**
+ * 32-bit registers of per-row state (variables, hoisted values, accumulator) up to which a thread takes 3 or 2
+ * rows. Counted with ptxas for sm_90 (bench/cuda-static.ts): the Gaussian at D=3 (5 registers a row) takes 32
+ * registers with 1, 2 or 3 rows; LogSumExp at D=3 (6) takes 39 with 2 and 48 with 3, for 3% fewer instructions.
+ */
+const THREE_ROWS_MAX_STATE = 5;
+const TWO_ROWS_MAX_STATE = 16;
+
+/**
+ * Output rows per thread: 3 or 2 when the per-row state is small (a few registers) in float32, so that each
+ * shared-memory record and each loop step serves several pairs at the cost of a few registers; 1 otherwise (KMin's K
+ * values and indices, wide variables: a second row would cost occupancy or spill; float64 loops are bound by the
+ * FP64 units, where the shared overhead matters less than the occupancy a second row costs).
+ */
+function defaultRowsPerThread(
+  red: Reduction,
+  formula: { readonly dimOut: number; readonly prologue?: { readonly hoistedScalars: number } },
+  dtype: CudaDtype,
+  dtypeAcc: CudaDtype,
+  scheme: CudaSumScheme,
+  dimOuter: number,
+): number {
+  const words = (n: number, t: CudaDtype): number => n * (BYTES[t] / 4);
+  const accumulator =
+    words(red.layout.dimredVal, dtypeAcc) * (scheme === 'kahan_scheme' ? 2 : 1) + red.layout.dimredIdx;
+  const state =
+    words(dimOuter + (formula.prologue?.hoistedScalars ?? 0) + formula.dimOut, dtype) + accumulator;
+  if (dtype !== 'float32' || dtypeAcc !== 'float32') return 1;
+  return state <= THREE_ROWS_MAX_STATE ? 3 : state <= TWO_ROWS_MAX_STATE ? 2 : 1;
+}
 
 /** The prelude shared by every kernel of a translation unit (include it once). */
 export function cudaPrelude(): string {
@@ -125,9 +169,19 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
     .filter((a) => a.role === 'outer')
     .map((a) => copyLoop('outer', packedOffset.get(a) as number, `(${argPointer(a)} + i * ${a.dim})`, a.dim))
     .join('\n');
-  const loadInner = formula.args
+  const loadTile = formula.args
     .filter((a) => a.role === 'inner')
-    .map((a) => copyLoop('record', packedOffset.get(a) as number, `(${argPointer(a)} + j * ${a.dim})`, a.dim))
+    .map((a) => {
+      const offset = packedOffset.get(a) as number;
+      const place =
+        a.dim === 1
+          ? `e * ${dimInner} + ${offset}`
+          : `(e / ${a.dim}) * ${dimInner} + ${offset} + e % ${a.dim}`;
+      return (
+        `${INDENT}{ const keops_t* src = ${argPointer(a)} + j0 * ${a.dim};\n` +
+        `${INDENT}  for (int e = threadIdx.x; e < len * ${a.dim}; e += blockDim.x) tile[${place}] = src[e]; }`
+      );
+    })
     .join('\n');
   const pointerOf = (a: FormulaArgument): string => {
     if (a.role === 'param') return argPointer(a);
@@ -150,6 +204,24 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
         `KEOPS_HD void ${names.reserve(noKahan.settle)}(keops_acc_t*, keops_acc_t*) {}\n`
       : '';
   const kahan = hooks.kahan ?? noKahan;
+  const noSkip = 'keops_no_skip_test';
+  const skipStub =
+    hooks.canSkip === undefined
+      ? `KEOPS_HD bool ${names.reserve(noSkip)}(const keops_acc_t*, const keops_t*) { return false; }\n`
+      : '';
+  const rowsPerThread =
+    opts.rowsPerThread ?? defaultRowsPerThread(red, formula, opts.dtype, dtypeAcc, scheme, dimOuter);
+  if (!Number.isSafeInteger(rowsPerThread) || rowsPerThread < 1 || rowsPerThread > MAX_ROWS_PER_THREAD) {
+    throw new KeOpsError(
+      'ERR_INVALID_ARGUMENT',
+      `rowsPerThread must be an integer from 1 to ${MAX_ROWS_PER_THREAD}, got ${String(rowsPerThread)}`,
+    );
+  }
+  // One guarded group of SKIP_GROUP pairs (KMin family) when the group's values stay in few registers.
+  const skipGroup =
+    hooks.canSkip !== undefined && formula.dimOut * rowsPerThread <= 4 && dimOuter <= SKIP_GROUP_MAX_OUTER
+      ? SKIP_GROUP
+      : 1;
 
   const namespace = `${prefix}_ns`;
   const entries: CudaKernelEntries = {
@@ -171,7 +243,7 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
       T: CPP_TYPE[opts.dtype],
       TACC: CPP_TYPE[dtypeAcc],
       FORMULA: formula.source,
-      HOOKS: hooks.source + kahanStubs,
+      HOOKS: hooks.source + kahanStubs + skipStub,
       SCHEME: SCHEME_CODE[scheme],
       SKIP_INNER_LOOP: red.def.name === 'Zero_Reduction' ? 'true' : 'false',
       DIM_FOUT: String(formula.dimOut),
@@ -183,13 +255,17 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
       DIM_INNER: String(dimInner),
       ARG_SLOTS: String(argSlots),
       HOOK_INIT: hooks.init,
-      HOOK_FOLD: hooks.fold,
+      HOOK_FOLD_HOT: hooks.foldHot ?? hooks.fold,
+      HOOK_CAN_SKIP: hooks.canSkip ?? noSkip,
+      ROWS_PER_THREAD: String(rowsPerThread),
+      SKIP_GROUP: String(skipGroup),
+      UNROLL: String(dimInner <= UNROLL_MAX_RECORD ? UNROLL : 1),
       HOOK_MERGE: hooks.merge,
       HOOK_FINALIZE: hooks.finalize,
       HOOK_FOLD_KAHAN: kahan.fold,
       HOOK_SETTLE_KAHAN: kahan.settle,
       LOAD_OUTER: loadOuter,
-      LOAD_INNER: loadInner,
+      LOAD_TILE: loadTile === '' ? `${INDENT}(void)args; (void)j0; (void)len; (void)tile;` : loadTile,
       HOISTED_SCALARS: String(prologue?.hoistedScalars ?? 0),
       PROLOGUE_CALL: prologueCall,
       FORMULA_CALL: formulaCall,
@@ -206,5 +282,6 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
     sharedBytesPerThread: dimInner * BYTES[opts.dtype],
     partialSlots: { val: Math.max(1, red.layout.dimredVal), idx: Math.max(1, red.layout.dimredIdx) },
     fastMath: opts.dtype === 'float32',
+    rowsPerThread,
   };
 }

@@ -20,6 +20,12 @@
  *
  * true when folding `fout` into `val` would change nothing, and then also for every state `val` can later reach
  * (so a kernel may test many values against one snapshot of the accumulator, e.g. in a SIMD loop).
+ *
+ * and, for reductions whose fold has a cheap common case (Max_SumShiftExp(Weight): a term at or below the
+ * running maximum), a fold with a branch to that case, for kernels that branch per pair (the CUDA kernels; the
+ * CPU kernel's vectorised loops keep the branch-free `fold`):
+ *
+ *   KEOPS_HD void <prefix>_fold_hot(TA* val, int* idx, const T* fout, long j)   // same results as _fold
  */
 import { KeOpsError } from '../errors';
 import type { Reduction, ReductionEmitContext } from '../formula/reduction';
@@ -45,6 +51,8 @@ export interface ReductionHooks {
   readonly kahan?: { readonly fold: string; readonly settle: string };
   /** Present when the reduction has a monotone skip test (see above). */
   readonly canSkip?: string;
+  /** Present when the reduction has a fold with a hot path (see above). */
+  readonly foldHot?: string;
 }
 
 /**
@@ -68,6 +76,32 @@ const SKIP_TESTS: ReadonlyMap<string, (ctx: ReductionEmitContext, val: string, f
     ['ArgKMin_Reduction', emitKMinCanSkip],
     ['KMin_ArgKMin_Reduction', emitKMinCanSkip],
   ]);
+
+/**
+ * Max_SumShiftExp(Weight): d = f − m <= 0 (f at or below the maximum, both finite, or f = −∞, or m = +∞) adds
+ * e^d·w, which is what the full fold computes in those cases (e^{f−m}, e^0 on a tie); d > 0 (a new maximum) and
+ * d = NaN (NaN, or both infinite of one sign) take the full fold. One compare and branch instead of the full
+ * fold's selects on every term.
+ */
+function emitShiftExpHotFold(ctx: ReductionEmitContext, val: string, fout: string, fullFold: string): string {
+  const n = ctx.red.layout.dimredVal - 1;
+  const weighted = ctx.red.fout.dim > 1;
+  const [d, c] = [ctx.fresh('d'), ctx.fresh('c')];
+  const w = (k: string): string => (weighted ? `${fout}[1 + ${k}]` : ctx.lit(1));
+  return (
+    `const ${ctx.T} ${d} = (${ctx.T})${fout}[0] - ${val}[0]; ` +
+    `if (${d} <= ${ctx.lit(0)}) { const ${ctx.T} ${c} = keops_exp(${d}); ` +
+    `${forEach(ctx, n, (k) => `${val}[1 + ${k}] += ${c} * ${w(k)};`)} } else ${fullFold}`
+  );
+}
+
+const HOT_FOLDS: ReadonlyMap<
+  string,
+  (ctx: ReductionEmitContext, val: string, fout: string, fullFold: string) => string
+> = new Map([
+  ['Max_SumShiftExp_Reduction', emitShiftExpHotFold],
+  ['Max_SumShiftExpWeight_Reduction', emitShiftExpHotFold],
+]);
 
 /** Whether `kahan_scheme` is available for this reduction. */
 export function hasKahanScheme(red: Reduction): boolean {
@@ -210,7 +244,17 @@ export function generateReductionHooks(red: Reduction, opts: ReductionHooksOptio
     canSkip = `${prefix}_can_skip`;
     source += fn(canSkip, `const ${TAcc}* ${val}, const ${T}* ${fout}`, skipTest(ctx, val, fout), 'bool');
   }
-  return { source, ...hookNames, kahan, canSkip };
+  const hotFold = HOT_FOLDS.get(def.name);
+  let foldHot: string | undefined;
+  if (hotFold !== undefined) {
+    foldHot = `${prefix}_fold_hot`;
+    source += fn(
+      foldHot,
+      `${TAcc}* ${val}, int* ${idx}, const ${T}* ${fout}, long ${j}`,
+      `(void)${idx}; (void)${j}; ` + hotFold(ctx, val, fout, `{ ${def.emitFold(ctx, val, idx, fout, j)} }`),
+    );
+  }
+  return { source, ...hookNames, kahan, canSkip, foldHot };
 }
 
 /** The error for a sum scheme the reduction does not support. */

@@ -393,6 +393,48 @@ const Max_ArgMax_Reduction = extremumReduction(
 // ---------------------------------------------------------------------------------------------------------
 // KMin / ArgKMin / KMin_ArgKMin: per component, the K smallest values in increasing order with their indices.
 
+/** Ranks up to which the KMin insertion is emitted unrolled (registers, no loop-carried index). */
+const KMIN_UNROLLED_RANKS = 16;
+
+/**
+ * Inserts x (known to be < the rank-(K−1) value) into the sorted ranks of component l, after the equal values
+ * (ties keep the earlier index): rank r takes rank r−1's entry when x < val[r−1], x when val[r−1] <= x < val[r],
+ * and keeps its own otherwise. Every rank is updated by selects, from K−1 down (so rank r−1 is still the old one
+ * when rank r reads it): no data-dependent loop, so a GPU keeps the ranks in registers instead of local memory.
+ */
+function emitKMinInsert(
+  ctx: ReductionEmitContext,
+  val: string,
+  idx: string,
+  x: string,
+  j: string,
+  l: string,
+): string {
+  const D = ctx.red.formula.dim;
+  const K = ctx.red.k as number;
+  const at = (r: string): string => `${r} * ${D} + ${l}`;
+  const step = (r: string): string => {
+    const [shift, lands] = [ctx.fresh('shift'), ctx.fresh('lands')];
+    return (
+      `{ const bool ${shift} = ${x} < ${val}[${at(`(${r} - 1)`)}]; const bool ${lands} = ${x} < ${val}[${at(r)}]; ` +
+      `${val}[${at(r)}] = ${shift} ? ${val}[${at(`(${r} - 1)`)}] : ${lands} ? ${x} : ${val}[${at(r)}]; ` +
+      `${idx}[${at(r)}] = ${shift} ? ${idx}[${at(`(${r} - 1)`)}] : ${lands} ? ${j} : ${idx}[${at(r)}]; }`
+    );
+  };
+  let ranks: string;
+  if (K <= KMIN_UNROLLED_RANKS) {
+    ranks = Array.from({ length: K - 1 }, (_, q) => step(String(K - 1 - q))).join(' ');
+  } else {
+    const r = ctx.fresh('r');
+    ranks = `for (int ${r} = ${K - 1}; ${r} > 0; ${r}--) ${step(r)}`;
+  }
+  const first = ctx.fresh('lands');
+  return (
+    `${ranks} { const bool ${first} = ${x} < ${val}[${l}]; ` +
+    `${val}[${l}] = ${first} ? ${x} : ${val}[${l}]; ${idx}[${l}] = ${first} ? ${j} : ${idx}[${l}]; }`
+  );
+}
+
 function kminReduction(name: string, output: Output, doc: string): EngineReductionDef {
   const notDifferentiable =
     `${name} is not differentiable (the selected values jump when the ranking changes); ` +
@@ -479,18 +521,13 @@ function kminReduction(name: string, output: Output, doc: string): EngineReducti
     emitFold(ctx, val, idx, fout, j) {
       const D = ctx.red.formula.dim;
       const K = ctx.red.k as number;
-      const x = ctx.fresh('x');
-      const r = ctx.fresh('r');
-      return `{ ${loop(
+      const [x, jj] = [ctx.fresh('x'), ctx.fresh('j')];
+      return `{ const int ${jj} = (int)(${j}); ${loop(
         ctx,
         D,
         (l) =>
           `const ${ctx.T} ${x} = ${fout}[${l}]; ` +
-          `if (${x} < ${val}[${(K - 1) * D} + ${l}]) { int ${r} = ${K - 1}; ` +
-          `for (; ${r} > 0 && ${x} < ${val}[(${r} - 1) * ${D} + ${l}]; ${r}--) { ` +
-          `${val}[${r} * ${D} + ${l}] = ${val}[(${r} - 1) * ${D} + ${l}]; ` +
-          `${idx}[${r} * ${D} + ${l}] = ${idx}[(${r} - 1) * ${D} + ${l}]; } ` +
-          `${val}[${r} * ${D} + ${l}] = ${x}; ${idx}[${r} * ${D} + ${l}] = (int)(${j}); }`,
+          `if (${x} < ${val}[${(K - 1) * D} + ${l}]) { ${emitKMinInsert(ctx, val, idx, x, jj, l)} }`,
       )} }`;
     },
     emitMerge(ctx, val, idx, val2, idx2) {

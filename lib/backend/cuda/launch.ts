@@ -4,8 +4,9 @@
  * - `chooseBlockSize`: KeOps' rule, min(192, maxThreadsPerBlock of the device and of the compiled kernel, shared
  *   memory / bytes per inner record), in whole warps when it can; records too wide for the default 48 KiB use the
  *   opt-in maximum (the runner must then raise CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES).
- * - `planCudaLaunch`: the 1D scheme, or the split scheme when the 1D grid would leave most multiprocessors idle
- *   (few output rows, many reduced rows; performance.md 3: 10k rows make 53 blocks for 132 SMs). Each split
+ * - `planCudaLaunch`: the 1D scheme, or the split scheme when the 1D grid gives the device's multiprocessors fewer
+ *   than BLOCKS_PER_SM_TARGET blocks each (few output rows, many reduced rows: 10k rows make 27 blocks of
+ *   2 × 192 rows for 132 SMs); the splits bring the grid to that target. Each split
  *   reduces a j-slice (a multiple of the block size) into partial accumulators that the merge kernel folds in a
  *   fixed order, so the result does not depend on scheduling.
  * - `buildRangesLookup`: the ranges kernel's table, one (row_begin, row_end, first_interval, interval_count)
@@ -22,6 +23,8 @@ export const MAX_GRID_YZ = 65535;
 const WARP = 32;
 /** Blocks per multiprocessor the split scheme aims for (latency hiding needs a few resident blocks per SM). */
 const BLOCKS_PER_SM_TARGET = 4;
+/** Fewest j tiles a split reduces. */
+const MIN_TILES_PER_SPLIT = 4;
 /** Default budget for the split scheme's partial accumulators. */
 const DEFAULT_MAX_PARTIAL_BYTES = 256 << 20;
 
@@ -42,6 +45,8 @@ export interface CudaLaunchKernel {
    * variables kept in registers, up to 255 per thread) cannot run 1024 threads per block.
    */
   readonly maxThreadsPerBlock?: number;
+  /** Output rows per thread of the row kernels (1D, split, ranges); default 1. The merge kernel takes one. */
+  readonly rowsPerThread?: number;
 }
 
 export interface CudaBlockSize {
@@ -88,6 +93,8 @@ export interface CudaLaunchPlan extends CudaBlockSize {
   readonly scheme: '1d' | 'split';
   /** Grid of the main kernel (x: row blocks, y: splits, z: batch entries of one launch). */
   readonly grid: readonly [number, number, number];
+  /** Row blocks of the split scheme's merge kernel (one row per thread). */
+  readonly mergeBlocks: number;
   /** Number of j-slices and their width (1 and ny for the 1D scheme). */
   readonly splits: number;
   readonly slice: number;
@@ -110,13 +117,15 @@ export function planCudaLaunch(
       throw new KeOpsError('ERR_INTERNAL', `planCudaLaunch: bad ${what} ${n}`);
   }
   const block = chooseBlockSize(kernel, device);
-  const rowBlocks = Math.max(1, Math.ceil(nx / block.blockSize));
+  const rowBlocks = Math.max(1, Math.ceil(nx / (block.blockSize * (kernel.rowsPerThread ?? 1))));
+  const mergeBlocks = Math.max(1, Math.ceil(nx / block.blockSize));
   const zPerLaunch = Math.max(1, Math.min(batches, MAX_GRID_YZ));
   const batchChunks = Math.max(1, Math.ceil(batches / MAX_GRID_YZ));
   const oneD: CudaLaunchPlan = {
     ...block,
     scheme: '1d',
     grid: [rowBlocks, 1, zPerLaunch],
+    mergeBlocks,
     splits: 1,
     slice: ny,
     partialValBytes: 0,
@@ -126,13 +135,20 @@ export function planCudaLaunch(
   const blocks1d = rowBlocks * Math.max(1, batches);
   const target = BLOCKS_PER_SM_TARGET * device.multiprocessors;
   const tiles = Math.ceil(ny / block.blockSize);
-  if (nx === 0 || blocks1d >= device.multiprocessors || tiles < 2) return oneD;
+  // Enough row blocks to give every multiprocessor several: the 1D scheme. Otherwise split j, keeping a few tiles
+  // per split so the prologue and the partials stay a small part of each block's work.
+  if (nx === 0 || blocks1d >= target || tiles < 2 * MIN_TILES_PER_SPLIT) return oneD;
 
   const accBytes = kernel.dtypeAcc === 'float64' ? 8 : 4;
   const bytesPerSplit =
     Math.max(1, batches) * nx * (kernel.partialSlots.val * accBytes + kernel.partialSlots.idx * 4);
   const budget = options.maxPartialBytes ?? DEFAULT_MAX_PARTIAL_BYTES;
-  let splits = Math.min(Math.ceil(target / blocks1d), tiles, MAX_GRID_YZ, Math.floor(budget / bytesPerSplit));
+  let splits = Math.min(
+    Math.ceil(target / blocks1d),
+    Math.floor(tiles / MIN_TILES_PER_SPLIT),
+    MAX_GRID_YZ,
+    Math.floor(budget / bytesPerSplit),
+  );
   if (splits < 2) return oneD;
   // Slices are whole tiles; recount so that no split is empty.
   const slice = Math.ceil(tiles / splits) * block.blockSize;
@@ -142,6 +158,7 @@ export function planCudaLaunch(
     ...block,
     scheme: 'split',
     grid: [rowBlocks, splits, zPerLaunch],
+    mergeBlocks,
     splits,
     slice,
     partialValBytes: Math.max(1, batches) * splits * nx * kernel.partialSlots.val * accBytes,

@@ -121,12 +121,14 @@ export function buildCudaRequest(
     partialSlots: kernels.partialSlots,
     dtypeAcc: kernels.dtypeAcc,
     maxThreadsPerBlock: Math.min(...[oneD, split, splitMerge, ranges].map((n) => fn(n).maxThreadsPerBlock)),
+    rowsPerThread: kernels.rowsPerThread,
   };
   const args: NativeRunParam = { struct: argBuffers };
 
   if (opts.ranged) {
     const block = chooseBlockSize(launchKernel, device.info);
-    const lookup = buildRangesLookup(plan.blocks, block.blockSize);
+    // An entry holds up to blockSize * rowsPerThread rows (kRows per thread, see the template).
+    const lookup = buildRangesLookup(plan.blocks, block.blockSize * kernels.rowsPerThread);
     const entries = lookup.length / 4;
     const lookupBuffer = add({ kind: 'upload', data: lookup });
     const intervals = add({ kind: 'upload', data: BigInt64Array.from(plan.intervals, (x) => BigInt(x)) });
@@ -190,7 +192,7 @@ export function buildCudaRequest(
       });
       launches.push({
         fn: fn(splitMerge).index,
-        grid: [geometry.grid[0], 1, z],
+        grid: [geometry.mergeBlocks, 1, z],
         block: geometry.blockSize,
         shared: 0,
         params: [

@@ -1,0 +1,49 @@
+/**
+ * The PTX inner-loop counter of bench/cuda-static.ts on hand-written PTX: the loop that reads shared memory, its
+ * shortest path back to the header (a cold branch skipped), the distinct shared bytes of that path (overlapping
+ * vector loads counted once) and the pairs they make.
+ */
+import { expect } from 'chai';
+import { innerLoopCount } from '../bench/cuda-static';
+
+const PTX = String.raw`
+.visible .entry keops_1d(
+	.param .u64 keops_1d_param_0
+)
+{
+	.reg .pred 	%p<4>;
+	mov.u32 	%r1, 0;
+$L__BB0_1:
+	ld.shared.v4.f32 	{%f1, %f2, %f3, %f4}, [%r2];
+	ld.shared.v2.f32 	{%f5, %f6}, [%r2+16];
+	ld.shared.f32 	%f7, [%r2+12];
+	setp.lt.f32 	%p1, %f1, %f9;
+	@%p1 bra 	$L__BB0_3;
+	bra.uni 	$L__BB0_2;
+$L__BB0_3:
+	add.f32 	%f9, %f1, %f2;
+	add.f32 	%f9, %f9, %f3;
+	add.f32 	%f9, %f9, %f4;
+	add.f32 	%f9, %f9, %f5;
+$L__BB0_2:
+	add.s32 	%r1, %r1, 2;
+	setp.ne.s32 	%p2, %r1, 64;
+	@%p2 bra 	$L__BB0_1;
+	ret;
+}
+`;
+
+describe('bench/cuda-static.ts PTX loop counter', () => {
+  it('counts the hot path of the shared-memory loop per pair', () => {
+    // Hot path: 3 loads, setp, bra, bra.uni, then add, setp, bra = 9 instructions; bytes [0, 24) = two
+    // 12-byte records, 2 rows per thread: 4 pairs.
+    const count = innerLoopCount(PTX, 'keops_1d', 12, 2);
+    expect(count).to.deep.equal({ instructionsPerTrip: 9, pairsPerTrip: 4, perPair: 2.25 });
+  });
+
+  it('says so when the entry or a shared-memory loop is missing', () => {
+    expect(() => innerLoopCount(PTX, 'keops_split', 12, 1)).to.throw(/no .entry keops_split/);
+    const noLoop = PTX.replace('@%p2 bra 	$L__BB0_1;', '');
+    expect(() => innerLoopCount(noLoop, 'keops_1d', 12, 1)).to.throw(/no inner loop/);
+  });
+});
