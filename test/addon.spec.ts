@@ -54,6 +54,7 @@ function job(
     ny: y.length,
     blocks: Float64Array.of(0, x.length, 0, 1),
     intervals: Float64Array.of(0, y.length),
+    argElements: Float64Array.of(x.length, y.length),
   };
 }
 
@@ -175,11 +176,13 @@ describe('native addon', function () {
       const kernel = nativeAddon().loadCpuKernel(workerData.kernelPath);
       const x = Float64Array.of(1, 2, 3), y = Float64Array.of(1, 1), out = new Float64Array(3);
       const job = { args: [x, y], outVal: out, outIdx: null, nx: 3, ny: 2,
-                    blocks: Float64Array.of(0, 3, 0, 1), intervals: Float64Array.of(0, 2) };
+                    blocks: Float64Array.of(0, 3, 0, 1), intervals: Float64Array.of(0, 2),
+                    argElements: Float64Array.of(3, 2) };
       nativeAddon().runCpu(kernel, [job], 2).then(() => parentPort.postMessage(Array.from(out)));
       if (workerData.busy) nativeAddon().runCpu(kernel, [{ ...job, args: [new Float64Array(4000).fill(1),
         new Float64Array(200000).fill(1)], outVal: new Float64Array(4000), nx: 4000, ny: 200000,
-        blocks: Float64Array.of(0, 4000, 0, 1), intervals: Float64Array.of(0, 200000) }], 1);
+        blocks: Float64Array.of(0, 4000, 0, 1), intervals: Float64Array.of(0, 200000),
+        argElements: Float64Array.of(4000, 200000) }], 1);
     `;
     const runWorker = (busy: boolean) =>
       new Promise<number[]>((resolveResult, reject) => {

@@ -26,6 +26,16 @@ export interface NativeCpuJob {
   blocks: Float64Array;
   /** Pairs [start, end) of inner rows. */
   intervals: Float64Array;
+  /**
+   * Per argument, how many values the kernel reads (rows x dim, from the plan): the addon checks each array's
+   * real backing store against it, whatever the arrays' JS-visible `length` says.
+   */
+  argElements: Float64Array;
+}
+
+/** Filled in by `runCpu`: stops the run (it then rejects with ERR_ABORTED). */
+export interface CpuRunControl {
+  cancel?: () => void;
 }
 
 interface NativeAddon {
@@ -33,7 +43,13 @@ interface NativeAddon {
   readonly defaultThreads: number;
   loadCpuKernel(path: string): CpuKernelHandle;
   runCpuSync(kernel: CpuKernelHandle, jobs: NativeCpuJob[], threads: number): void;
-  runCpu(kernel: CpuKernelHandle, jobs: NativeCpuJob[], threads: number): Promise<void>;
+  /** Runs on the addon's own thread pool (never libuv's), on copies of the inputs. */
+  runCpu(
+    kernel: CpuKernelHandle,
+    jobs: NativeCpuJob[],
+    threads: number,
+    control?: CpuRunControl,
+  ): Promise<void>;
 }
 
 let addon: NativeAddon | undefined;
@@ -56,12 +72,19 @@ export function nativeAddon(): NativeAddon {
   return addon;
 }
 
+/** Native codes that mean the same to the caller as the library's own (the rest are addon-internal). */
+const PASSED_THROUGH = new Set<string>(['ERR_ABORTED', 'ERR_ARG_DETACHED', 'ERR_ARG_SHAPE']);
+
 /** Native errors carry a string `code`; give them the library's error type. */
 export function toKeOpsError(e: unknown, context: string): KeOpsError {
   if (e instanceof KeOpsError) return e;
   const err = e as { code?: unknown; message?: unknown };
   const message = typeof err?.message === 'string' ? err.message : String(e);
   const nativeCode = typeof err?.code === 'string' ? err.code : '';
-  const code: KeOpsErrorCode = nativeCode === 'ERR_INVALID_ARGUMENT' ? 'ERR_INTERNAL' : 'ERR_NATIVE';
+  const code: KeOpsErrorCode = PASSED_THROUGH.has(nativeCode)
+    ? (nativeCode as KeOpsErrorCode)
+    : nativeCode === 'ERR_INVALID_ARGUMENT'
+      ? 'ERR_INTERNAL'
+      : 'ERR_NATIVE';
   return new KeOpsError(code, `${context}: ${message}${nativeCode ? ` (${nativeCode})` : ''}`, { cause: e });
 }

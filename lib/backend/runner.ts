@@ -17,7 +17,10 @@
  *       sumScheme?: SumScheme; dtypeAcc?: DtypeAcc; backend?: Backend; threads?: number;
  *       label?: string;                         // names the reduction in error messages, e.g. 'Sum'
  *     }
- *     interface RunOptions { ranges?: GenredRanges; backend?: Backend; threads?: number; device?: number }
+ *     interface RunOptions {
+ *       ranges?: GenredRanges; backend?: Backend; threads?: number; device?: number;
+ *       signal?: AbortSignal;                   // aborts the call (ERR_ABORTED); a CPU kernel stops within a tile
+ *     }
  *     interface RawRun extends RawReductionOutput {   // { val, idx, rows } + how the call was planned
  *       dtype: Dtype; nx: number; ny: number; batchShape: readonly number[];
  *     }
@@ -43,7 +46,7 @@ import type { FormulaVariable } from '../formula/aliases';
 import type { GenredReduction, GenredResult, RawReductionOutput } from '../formula/genred-reductions';
 import type { Reduction } from '../formula/reduction';
 import { type AcquiredCpuKernel, acquireCpuKernel, acquireCpuKernelSync, type CpuKernelSpec } from './cache';
-import { runCpuReduction, runCpuReductionSync } from './cpu/run';
+import { runCpuReduction, runCpuReductionSync, throwIfAborted } from './cpu/run';
 import { type CallArg, type Dtype, type GenredRanges, planReduction, type ReductionPlan } from './plan';
 import {
   type CudaDevice,
@@ -85,6 +88,11 @@ export interface RunOptions {
   readonly threads?: number;
   /** GPU ordinal for the CUDA backend (default: that of the DeviceArray arguments, else 0). */
   readonly device?: number;
+  /**
+   * Aborts the call with ERR_ABORTED: checked before planning, compiling and running; a running CPU kernel
+   * stops within about one tile of work and frees what it holds. (A CUDA launch runs to its end.)
+   */
+  readonly signal?: AbortSignal;
 }
 
 /** A result kept on the GPU (`output: 'device'`): the shapes of GenredResult, with DeviceArrays. */
@@ -237,6 +245,7 @@ export class ReductionRunner {
 
   private async runToDevice(prepared: Prepared, options: RunOptions): Promise<GenredDeviceResult> {
     const { plan, target } = await this.withTarget(prepared, options, true);
+    throwIfAborted(options.signal);
     if (target.backend !== 'cuda') throw new KeOpsError('ERR_INTERNAL', 'device output planned on the CPU');
     const device = await openCudaDevice(target.ordinal);
     const acquired = await this.acquireCuda(plan.dtype, device);
@@ -271,6 +280,7 @@ export class ReductionRunner {
 
   private async runRaw(prepared: Prepared, options: RunOptions): Promise<RawRun> {
     const { plan, threads, target } = await this.withTarget(prepared, options, false);
+    throwIfAborted(options.signal);
     if (target.backend === 'cuda') {
       const device = await openCudaDevice(target.ordinal);
       const acquired = await this.acquireCuda(plan.dtype, device);
@@ -280,7 +290,10 @@ export class ReductionRunner {
       );
     }
     const { kernel } = this.readyKernels.get(plan.dtype) ?? (await this.acquire(plan.dtype));
-    return withPlan(await runCpuReduction(kernel, plan, this.reduction.layout, threads), plan);
+    return withPlan(
+      await runCpuReduction(kernel, plan, this.reduction.layout, threads, options.signal),
+      plan,
+    );
   }
 
   callRawSync(args: readonly CallArg[], options: RunOptions = {}): RawRun {
@@ -402,6 +415,10 @@ export class ReductionRunner {
       throw invalid(`device must be an integer >= 0, got ${String(options.device)}`);
     }
     const threads = options.threads === undefined ? this.threads : checkThreads(options.threads);
+    if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
+      throw invalid('signal must be an AbortSignal');
+    }
+    throwIfAborted(options.signal);
     const plan = planReduction(args, this.variables, this.argCount, this.reduction.tag, options.ranges);
     if (this.dtypeAcc === 'float32' && plan.dtype === 'float64') {
       throw invalid("dtypeAcc 'float32' cannot accumulate float64 data");
