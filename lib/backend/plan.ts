@@ -73,6 +73,11 @@ interface ArgInfo {
   batch: number[];
 }
 
+/** A fresh array of the same values (the constructor reads the source's internal slots, not its properties). */
+function copyOf(array: FloatArray): FloatArray {
+  return array instanceof Float32Array ? new Float32Array(array) : new Float64Array(array);
+}
+
 const fail = (code: KeOpsErrorCode, message: string): KeOpsError => new KeOpsError(code, message);
 
 const isCount = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
@@ -216,6 +221,7 @@ export function planReduction(
   argCount: number,
   tag: 0 | 1,
   ranges?: unknown,
+  snapshot = false,
 ): ReductionPlan {
   if (!Array.isArray(args)) {
     throw fail('ERR_ARG_COUNT', `the arguments must be an array of ${argCount} arrays`);
@@ -230,6 +236,8 @@ export function planReduction(
   for (const v of variables) byPosition[v.pos] = v;
 
   const infos = (args as unknown[]).map((arg, pos) => readArg(arg, byPosition[pos], pos));
+  // Copies of the values the call reads, taken before anything else can run (see ReductionRunner.prepare).
+  if (snapshot) for (const info of infos) if (!(info.data instanceof DeviceArray)) info.data = copyOf(info.data);
   const dtypes = new Set(infos.map((info) => info.dtype));
   if (dtypes.size > 1) {
     throw fail(

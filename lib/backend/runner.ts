@@ -234,7 +234,7 @@ export class ReductionRunner {
    * never copy it to the host; the others (LogSumExp, SoftMax) finish on the host and upload the result.
    */
   async callToDevice(args: readonly CallArg[], options: RunOptions = {}): Promise<GenredDeviceResult> {
-    const prepared = this.prepare(args, options);
+    const prepared = this.prepare(args, options, true);
     const release = holdDeviceInputs(prepared.plan);
     try {
       return await this.runToDevice(prepared, options);
@@ -269,7 +269,7 @@ export class ReductionRunner {
 
   /** The raw engine output (before `resolved.postprocess`), e.g. to backpropagate through the reduction. */
   async callRaw(args: readonly CallArg[], options: RunOptions = {}): Promise<RawRun> {
-    const prepared = this.prepare(args, options);
+    const prepared = this.prepare(args, options, true);
     const release = holdDeviceInputs(prepared.plan);
     try {
       return await this.runRaw(prepared, options);
@@ -297,7 +297,7 @@ export class ReductionRunner {
   }
 
   callRawSync(args: readonly CallArg[], options: RunOptions = {}): RawRun {
-    const { plan, threads } = this.prepare(args, options);
+    const { plan, threads } = this.prepare(args, options, false);
     const target = this.targetSync(plan, options, false);
     if (target.backend === 'cuda') {
       const device = openCudaDeviceSync(target.ordinal);
@@ -408,7 +408,11 @@ export class ReductionRunner {
     return pending;
   }
 
-  private prepare(args: readonly CallArg[], options: RunOptions): Prepared {
+  /**
+   * `snapshot`: an asynchronous call works on copies of its host inputs taken now, so that what the caller does
+   * with the arrays meanwhile (overwrite, transfer, shrink) cannot change or break it.
+   */
+  private prepare(args: readonly CallArg[], options: RunOptions, snapshot: boolean): Prepared {
     if (typeof options !== 'object' || options === null) throw invalid('call options must be an object');
     checkChoice('backend', options.backend ?? this.backend, BACKENDS);
     if (options.device !== undefined && (!Number.isSafeInteger(options.device) || options.device < 0)) {
@@ -419,7 +423,14 @@ export class ReductionRunner {
       throw invalid('signal must be an AbortSignal');
     }
     throwIfAborted(options.signal);
-    const plan = planReduction(args, this.variables, this.argCount, this.reduction.tag, options.ranges);
+    const plan = planReduction(
+      args,
+      this.variables,
+      this.argCount,
+      this.reduction.tag,
+      options.ranges,
+      snapshot,
+    );
     if (this.dtypeAcc === 'float32' && plan.dtype === 'float64') {
       throw invalid("dtypeAcc 'float32' cannot accumulate float64 data");
     }
