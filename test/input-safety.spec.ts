@@ -5,9 +5,11 @@
 import { spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { expect } from 'chai';
+import { useTestKernelCache } from './util';
 
 describe('input memory safety', function () {
   this.timeout(180_000);
+  useTestKernelCache();
 
   it('calls keep their inputs as they were, or reject with a typed error; never read foreign memory', function () {
     const child = spawnSync(
