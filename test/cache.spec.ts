@@ -33,6 +33,7 @@ import {
 import { baseCompilerFlags, LARGE_SOURCE_CHARS } from '../lib/backend/cpu/compile';
 import { KeOpsError } from '../lib/errors';
 import { Genred } from '../lib/genred';
+import { describeRuntime } from '../lib/runtime-summary';
 import { rejection, thrown } from './util';
 
 const execFileAsync = promisify(execFile);
@@ -334,6 +335,7 @@ describe('kernel cache', function () {
     writeFileSync(join(cacheDir, stale), 'left by a killed compiler');
     writeFileSync(join(cacheDir, live), 'a compile in progress');
     expect(cacheInfo().staleTemporaries).to.equal(1);
+    expect(await describeRuntime()).to.contain('1 stale temporary file');
     await acquireCpuKernel(kernelSpec('stale-cleanup'));
     expect(temporaries(cacheDir)).to.deep.equal([live]);
     rmSync(join(cacheDir, live));

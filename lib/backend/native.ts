@@ -53,20 +53,30 @@ interface NativeAddon {
 }
 
 let addon: NativeAddon | undefined;
+/** Looked for once: a process that has no addon gets the same error on every call, without a new search. */
+let missing: KeOpsError | undefined;
+
+/** What a user of the package (or of a clone of the repository) runs to build the addon. */
+export const REBUILD_HINT =
+  'run `npm rebuild keops-node` (it needs a C++ compiler, python3 and make; in a clone of the repository: ' +
+  '`npm run build:native`)';
 
 export function nativeAddon(): NativeAddon {
   if (addon === undefined) {
+    if (missing !== undefined) throw missing;
     try {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       const load = require('node-gyp-build') as (dir: string) => NativeAddon;
       addon = load(packageRoot());
     } catch (e) {
-      throw new KeOpsError(
+      // node-gyp-build's message is several lines (what it looked for, where): its first line is the reason.
+      const reason = String((e as Error)?.message ?? e).split('\n')[0].trim();
+      missing = new KeOpsError(
         'ERR_NATIVE',
-        `the keops-node native addon is not available (${(e as Error).message}). ` +
-          'Build it with `npm run build:native` (needs a C++ compiler, python3 and make).',
+        `the keops-node native addon is not available (${reason}); to build it, ${REBUILD_HINT}`,
         { cause: e },
       );
+      throw missing;
     }
   }
   return addon;

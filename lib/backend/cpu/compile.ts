@@ -37,7 +37,7 @@ export interface CompilerInfo {
  * (a sum of thousands of terms, a 2000-deep nesting) takes minutes of compiler time for little gain, while -O1
  * compiles them in seconds.
  */
-export const LARGE_SOURCE_CHARS = 200_000;
+export const LARGE_SOURCE_CHARS = 100_000;
 
 /** Default of KEOPS_COMPILE_TIMEOUT, seconds. */
 const DEFAULT_COMPILE_TIMEOUT_S = 600;
