@@ -24,6 +24,8 @@ describe('input memory safety', function () {
       transferred: 'same',
       shrunk: 'same',
       overwritten: 'same',
+      overwrittenFirstCall: 'same',
+      transferredFirstCall: 'same',
       addonTransferred: 'same',
       addonOverwritten: 'same',
       ownLengthProperty: 'same',

@@ -73,10 +73,6 @@ interface ArgInfo {
   batch: number[];
 }
 
-/** A fresh array of the same values (the constructor reads the source's internal slots, not its properties). */
-function copyOf(array: FloatArray): FloatArray {
-  return array instanceof Float32Array ? new Float32Array(array) : new Float64Array(array);
-}
 
 const fail = (code: KeOpsErrorCode, message: string): KeOpsError => new KeOpsError(code, message);
 
@@ -221,7 +217,6 @@ export function planReduction(
   argCount: number,
   tag: 0 | 1,
   ranges?: unknown,
-  snapshot = false,
 ): ReductionPlan {
   if (!Array.isArray(args)) {
     throw fail('ERR_ARG_COUNT', `the arguments must be an array of ${argCount} arrays`);
@@ -236,8 +231,6 @@ export function planReduction(
   for (const v of variables) byPosition[v.pos] = v;
 
   const infos = (args as unknown[]).map((arg, pos) => readArg(arg, byPosition[pos], pos));
-  // Copies of the values the call reads, taken before anything else can run (see ReductionRunner.prepare).
-  if (snapshot) for (const info of infos) if (!(info.data instanceof DeviceArray)) info.data = copyOf(info.data);
   const dtypes = new Set(infos.map((info) => info.dtype));
   if (dtypes.size > 1) {
     throw fail(
@@ -321,4 +314,28 @@ export function planReduction(
     intervals,
     pairCount: pairsPerJob * jobs.length,
   };
+}
+
+/** A fresh array of the same values (the constructor reads the source's internal slots, not its properties). */
+function copyOf(array: FloatArray): FloatArray {
+  return array instanceof Float32Array ? new Float32Array(array) : new Float64Array(array);
+}
+
+/**
+ * The same plan on private copies of its host inputs: for a call that cannot hand its inputs to the addon (which
+ * copies them) before returning to the caller, so that what the caller then does with its arrays (overwrite,
+ * transfer, shrink) cannot change the call.
+ */
+export function snapshotPlan(plan: ReductionPlan): ReductionPlan {
+  const copies = plan.inputs.map((data) => (data instanceof DeviceArray ? data : copyOf(data)));
+  const jobs = plan.jobs.map(
+    (job): PlannedJob => ({
+      offsets: job.offsets,
+      args: job.args.map((view, pos) => {
+        const copy = copies[pos] as FloatArray;
+        return copy.subarray(job.offsets[pos], job.offsets[pos] + elementCount(view, `argument ${pos}`));
+      }),
+    }),
+  );
+  return { ...plan, inputs: copies, jobs };
 }

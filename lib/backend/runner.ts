@@ -47,7 +47,14 @@ import type { GenredReduction, GenredResult, RawReductionOutput } from '../formu
 import type { Reduction } from '../formula/reduction';
 import { type AcquiredCpuKernel, acquireCpuKernel, acquireCpuKernelSync, type CpuKernelSpec } from './cache';
 import { runCpuReduction, runCpuReductionSync, throwIfAborted } from './cpu/run';
-import { type CallArg, type Dtype, type GenredRanges, planReduction, type ReductionPlan } from './plan';
+import {
+  type CallArg,
+  type Dtype,
+  type GenredRanges,
+  planReduction,
+  type ReductionPlan,
+  snapshotPlan,
+} from './plan';
 import {
   type CudaDevice,
   cudaUsable,
@@ -56,6 +63,7 @@ import {
   openCudaDeviceSync,
 } from './cuda/device';
 import { DeviceArray } from './cuda/device-array';
+import { knownRuntimeInfo } from './cuda/runtime';
 import { type AcquiredCudaKernels, acquireCudaKernels, acquireCudaKernelsSync } from './cuda/kernels';
 import { type CudaDeviceOutput, runCudaReduction, runCudaReductionSync } from './cuda/run';
 
@@ -234,7 +242,7 @@ export class ReductionRunner {
    * never copy it to the host; the others (LogSumExp, SoftMax) finish on the host and upload the result.
    */
   async callToDevice(args: readonly CallArg[], options: RunOptions = {}): Promise<GenredDeviceResult> {
-    const prepared = this.prepare(args, options, true);
+    const prepared = snapshot(this.prepare(args, options));
     const release = holdDeviceInputs(prepared.plan);
     try {
       return await this.runToDevice(prepared, options);
@@ -269,7 +277,11 @@ export class ReductionRunner {
 
   /** The raw engine output (before `resolved.postprocess`), e.g. to backpropagate through the reduction. */
   async callRaw(args: readonly CallArg[], options: RunOptions = {}): Promise<RawRun> {
-    const prepared = this.prepare(args, options, true);
+    const direct = this.prepare(args, options);
+    // The usual server case: the addon takes its copy of the inputs before this call returns.
+    const started = this.startCpuRunNow(direct, options);
+    if (started !== undefined) return withPlan(await started, direct.plan);
+    const prepared = snapshot(direct);
     const release = holdDeviceInputs(prepared.plan);
     try {
       return await this.runRaw(prepared, options);
@@ -297,7 +309,7 @@ export class ReductionRunner {
   }
 
   callRawSync(args: readonly CallArg[], options: RunOptions = {}): RawRun {
-    const { plan, threads } = this.prepare(args, options, false);
+    const { plan, threads } = this.prepare(args, options);
     const target = this.targetSync(plan, options, false);
     if (target.backend === 'cuda') {
       const device = openCudaDeviceSync(target.ordinal);
@@ -409,10 +421,24 @@ export class ReductionRunner {
   }
 
   /**
-   * `snapshot`: an asynchronous call works on copies of its host inputs taken now, so that what the caller does
-   * with the arrays meanwhile (overwrite, transfer, shrink) cannot change or break it.
+   * Starts the CPU run at once when nothing has to be awaited first (CPU target known, kernel loaded), so that
+   * the addon copies the inputs before control returns to the caller; undefined otherwise.
    */
-  private prepare(args: readonly CallArg[], options: RunOptions, snapshot: boolean): Prepared {
+  private startCpuRunNow(prepared: Prepared, options: RunOptions): Promise<RawReductionOutput> | undefined {
+    const { plan, threads } = prepared;
+    if (plan.device !== undefined) return undefined;
+    const backend = options.backend ?? this.backend;
+    if (backend === 'cuda') return undefined;
+    if (backend === 'auto') {
+      const known = knownRuntimeInfo();
+      if (known === undefined || (known.backend === 'cuda' && known.devices.length > 0)) return undefined;
+    }
+    const ready = this.readyKernels.get(plan.dtype);
+    if (ready === undefined) return undefined;
+    return runCpuReduction(ready.kernel, plan, this.reduction.layout, threads, options.signal);
+  }
+
+  private prepare(args: readonly CallArg[], options: RunOptions): Prepared {
     if (typeof options !== 'object' || options === null) throw invalid('call options must be an object');
     checkChoice('backend', options.backend ?? this.backend, BACKENDS);
     if (options.device !== undefined && (!Number.isSafeInteger(options.device) || options.device < 0)) {
@@ -423,14 +449,7 @@ export class ReductionRunner {
       throw invalid('signal must be an AbortSignal');
     }
     throwIfAborted(options.signal);
-    const plan = planReduction(
-      args,
-      this.variables,
-      this.argCount,
-      this.reduction.tag,
-      options.ranges,
-      snapshot,
-    );
+    const plan = planReduction(args, this.variables, this.argCount, this.reduction.tag, options.ranges);
     if (this.dtypeAcc === 'float32' && plan.dtype === 'float64') {
       throw invalid("dtypeAcc 'float32' cannot accumulate float64 data");
     }
@@ -492,6 +511,15 @@ export class ReductionRunner {
     this.kernelSpecs.set(dtype, spec);
     return spec;
   }
+}
+
+/**
+ * An asynchronous call that must await something (compilation, the GPU probe) before its kernel starts works on
+ * copies of its host inputs taken now, so that what the caller does with the arrays meanwhile (overwrite,
+ * transfer, shrink) cannot change or break it.
+ */
+function snapshot(prepared: Prepared): Prepared {
+  return { ...prepared, plan: snapshotPlan(prepared.plan) };
 }
 
 /** Holds the DeviceArray inputs of a call from its submission to its end (see DeviceArray.retain). */
