@@ -252,6 +252,7 @@ export class NodeKernelSolve {
       ranges: options.ranges,
       backend: options.backend,
       threads: options.threads,
+      signal: options.signal,
     });
   }
 
@@ -267,6 +268,7 @@ export class NodeKernelSolve {
       ranges: options.ranges,
       backend: options.backend,
       threads: options.threads,
+      signal: options.signal,
     });
   }
 
@@ -318,6 +320,7 @@ export class NodeKernelSolve {
         ranges: options.ranges,
         backend: options.backend,
         threads: options.threads,
+        signal: options.signal,
       } as GenredCallOptions,
       withUnknown: (x: Float64Array): GenredArg[] => {
         const data = inDtype(x);
@@ -342,6 +345,7 @@ export class NodeKernelSolve {
       ranges: options.ranges,
       backend: options.backend,
       threads: options.threads,
+      signal: options.signal,
     };
     const rhs = args[this.unknown.pos];
     const rhsLength = (ArrayBuffer.isView(rhs) ? rhs : (rhs as { data?: FloatArray })?.data)?.length;

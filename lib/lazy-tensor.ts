@@ -85,6 +85,8 @@ export interface LazyReductionOptions {
   readonly backend?: Backend;
   /** CPU worker threads (default: one per core). */
   readonly threads?: number;
+  /** Aborts the call (ERR_ABORTED); a running CPU kernel stops within a tile of work. */
+  readonly signal?: AbortSignal;
   /** Accumulator type; 'auto' = the data dtype; 'float64' for float32 data is for sum-type reductions. */
   readonly dtypeAcc?: DtypeAcc;
   /** 'auto': block_sum for sum-type reductions, direct_sum otherwise. */
@@ -1245,7 +1247,12 @@ export class LazyReduction {
   }
 
   private runOptions(options: LazyReductionOptions | undefined): RunOptions {
-    return { ranges: options?.ranges ?? this.ranges, backend: options?.backend, threads: options?.threads };
+    return {
+      ranges: options?.ranges ?? this.ranges,
+      backend: options?.backend,
+      threads: options?.threads,
+      signal: options?.signal,
+    };
   }
 
   private gradOptions(
@@ -1400,6 +1407,7 @@ export class LazySolve {
       ranges: options?.ranges ?? this.ranges,
       backend: options?.backend,
       threads: options?.threads,
+      signal: options?.signal,
     };
   }
 

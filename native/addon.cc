@@ -329,6 +329,7 @@ class KeOpsAddon : public Napi::Addon<KeOpsAddon> {
     job.ny = ToCount(spec.Get("ny"), "ny");
 
     auto float_view = [&](Napi::Value value, const std::string& what) -> TypedArrayView {
+      Require(value.IsTypedArray(), what + " must be a Float32Array or Float64Array");
       const TypedArrayView view = ViewTypedArray(value, what);
       Require(view.type == napi_float32_array || view.type == napi_float64_array,
               what + " must be a Float32Array or Float64Array");

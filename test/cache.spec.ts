@@ -215,7 +215,10 @@ describe('kernel cache', function () {
     copyFileSync(other.path, mine.path); // intact, but another kernel's code
     expect(isIntactEntry(readFileSync(mine.path), keyOf(other.path))).to.equal(true);
     expect(isIntactEntry(readFileSync(mine.path), keyOf(mine.path))).to.equal(false);
-    expect(await acquireInChild('renamed-mine', cacheDir)).to.deep.equal({ origin: 'compiled', path: mine.path });
+    expect(await acquireInChild('renamed-mine', cacheDir)).to.deep.equal({
+      origin: 'compiled',
+      path: mine.path,
+    });
     expect(isIntactEntry(readFileSync(mine.path), keyOf(mine.path))).to.equal(true);
   });
 

@@ -202,7 +202,10 @@ function readCompilerOutput(path: string, compiler: CompilerInfo): Buffer {
 }
 
 function entryFlags(spec: CpuKernelSpec): string[] {
-  return [...new Set([...baseCompilerFlags(spec.source.length), ...spec.compilerFlags]), ...userCompilerFlags()];
+  return [
+    ...new Set([...baseCompilerFlags(spec.source.length), ...spec.compilerFlags]),
+    ...userCompilerFlags(),
+  ];
 }
 
 function loadKernel(path: string): CpuKernelHandle {

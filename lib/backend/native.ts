@@ -70,7 +70,9 @@ export function nativeAddon(): NativeAddon {
       addon = load(packageRoot());
     } catch (e) {
       // node-gyp-build's message is several lines (what it looked for, where): its first line is the reason.
-      const reason = String((e as Error)?.message ?? e).split('\n')[0].trim();
+      const reason = String((e as Error)?.message ?? e)
+        .split('\n')[0]
+        .trim();
       missing = new KeOpsError(
         'ERR_NATIVE',
         `the keops-node native addon is not available (${reason}); to build it, ${REBUILD_HINT}`,

@@ -73,7 +73,6 @@ interface ArgInfo {
   batch: number[];
 }
 
-
 const fail = (code: KeOpsErrorCode, message: string): KeOpsError => new KeOpsError(code, message);
 
 const isCount = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
@@ -328,14 +327,12 @@ function copyOf(array: FloatArray): FloatArray {
  */
 export function snapshotPlan(plan: ReductionPlan): ReductionPlan {
   const copies = plan.inputs.map((data) => (data instanceof DeviceArray ? data : copyOf(data)));
-  const jobs = plan.jobs.map(
-    (job): PlannedJob => ({
-      offsets: job.offsets,
-      args: job.args.map((view, pos) => {
-        const copy = copies[pos] as FloatArray;
-        return copy.subarray(job.offsets[pos], job.offsets[pos] + elementCount(view, `argument ${pos}`));
-      }),
+  const jobs = plan.jobs.map((job): PlannedJob => ({
+    offsets: job.offsets,
+    args: job.args.map((view, pos) => {
+      const copy = copies[pos] as FloatArray;
+      return copy.subarray(job.offsets[pos], job.offsets[pos] + elementCount(view, `argument ${pos}`));
     }),
-  );
+  }));
   return { ...plan, inputs: copies, jobs };
 }
