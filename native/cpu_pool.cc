@@ -54,7 +54,8 @@ void CpuPool::Submit(const std::shared_ptr<CpuRun>& run) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     try {
-      Grow(std::min(std::max(DefaultThreadCount(), run->max_threads_), kMaxPoolThreads));
+      static const unsigned cores = DefaultThreadCount();  // hardware_concurrency() reads /sys: ask once
+      Grow(std::min(std::max(cores, run->max_threads_), kMaxPoolThreads));
       queue_.push_back(run);
     } catch (const std::system_error&) {
       run->unstarted_ = true;
