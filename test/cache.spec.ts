@@ -30,7 +30,7 @@ import {
   type CpuKernelSpec,
   isIntactEntry,
 } from '../lib/backend/cache';
-import { baseCompilerFlags, LARGE_SOURCE_CHARS } from '../lib/backend/cpu/compile';
+import { kernelCompilerFlags, LARGE_SOURCE_CHARS } from '../lib/backend/cpu/compile';
 import { KeOpsError } from '../lib/errors';
 import { Genred } from '../lib/genred';
 import { describeRuntime } from '../lib/runtime-summary';
@@ -356,8 +356,13 @@ describe('kernel cache', function () {
     await withEnv({ CXX: cxx, CXXFLAGS: '-DKEOPS_TEST_FLAG=1  -g0' }, async () => {
       expect((await acquireCpuKernel(spec)).origin).to.equal('compiled');
     });
-    expect(baseCompilerFlags(LARGE_SOURCE_CHARS + 1)[0]).to.equal('-O1');
-    expect(baseCompilerFlags(1000)[0]).to.equal('-O3');
+    const levels = (chars: number) =>
+      kernelCompilerFlags(chars, ['-O3', '-ffast-math']).filter((f) => f.startsWith('-O'));
+    expect(levels(LARGE_SOURCE_CHARS + 1)).to.deep.equal(['-O1']);
+    expect(levels(1000)).to.deep.equal(['-O3']);
+    await withEnv({ CXXFLAGS: '-O2' }, () => {
+      expect(levels(LARGE_SOURCE_CHARS + 1)).to.deep.equal(['-O1', '-O2']); // the user's comes last and wins
+    });
   });
 
   it('explains how to install a compiler when none is found', async function () {

@@ -21,8 +21,7 @@ import { availableParallelism, cpus, homedir, hostname } from 'node:os';
 import { join } from 'node:path';
 import { KeOpsError } from '../errors';
 import {
-  baseCompilerFlags,
-  userCompilerFlags,
+  kernelCompilerFlags,
   compileSharedObject,
   compileSharedObjectSync,
   type CompilerInfo,
@@ -202,10 +201,7 @@ function readCompilerOutput(path: string, compiler: CompilerInfo): Buffer {
 }
 
 function entryFlags(spec: CpuKernelSpec): string[] {
-  return [
-    ...new Set([...baseCompilerFlags(spec.source.length), ...spec.compilerFlags]),
-    ...userCompilerFlags(),
-  ];
+  return kernelCompilerFlags(spec.source.length, spec.compilerFlags);
 }
 
 function loadKernel(path: string): CpuKernelHandle {

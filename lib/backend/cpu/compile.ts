@@ -42,15 +42,24 @@ export const LARGE_SOURCE_CHARS = 100_000;
 /** Default of KEOPS_COMPILE_TIMEOUT, seconds. */
 const DEFAULT_COMPILE_TIMEOUT_S = 600;
 
-/** Flags every kernel gets, before the generator's own (`sourceChars`: the generated source's length). */
-export function baseCompilerFlags(sourceChars = 0): string[] {
-  const level = sourceChars > LARGE_SOURCE_CHARS ? '-O1' : '-O3';
-  return [level, '-march=native', '-std=c++17', '-shared', '-fPIC', `-I${nativeIncludeDir()}`];
+/** Flags every kernel gets, before the generator's own. */
+export function baseCompilerFlags(): string[] {
+  return ['-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', `-I${nativeIncludeDir()}`];
 }
 
 /** The user's CXXFLAGS, appended after every other flag (they are part of the cache key like the others). */
 export function userCompilerFlags(): string[] {
   return (process.env.CXXFLAGS ?? '').split(/\s+/).filter((flag) => flag !== '');
+}
+
+/**
+ * The full flag list of a kernel: base flags, the generator's, the user's CXXFLAGS last. Above
+ * LARGE_SOURCE_CHARS of source, every optimisation level but the user's is replaced by -O1.
+ */
+export function kernelCompilerFlags(sourceChars: number, generatorFlags: readonly string[]): string[] {
+  const own = [...new Set([...baseCompilerFlags(), ...generatorFlags])];
+  const leveled = sourceChars > LARGE_SOURCE_CHARS ? [...own.filter((f) => !/^-O/.test(f)), '-O1'] : own;
+  return [...leveled, ...userCompilerFlags()];
 }
 
 /** KEOPS_COMPILE_TIMEOUT in milliseconds; 0 = no limit. */
