@@ -31,6 +31,7 @@ describe('input memory safety', function () {
       ownLengthProperty: 'same',
       subclassLength: 'same',
       subclassLengthSync: 'same',
+      proxy: 'error ERR_ARG_TYPE',
       detached: 'error ERR_ARG_DETACHED',
       detachedSync: 'error ERR_ARG_DETACHED',
       shared: 'same',

@@ -112,9 +112,9 @@ function readArg(arg: unknown, v: FormulaVariable | undefined, pos: number): Arg
   const data = isShaped ? (arg as { data: unknown }).data : arg;
   const dtype = dtypeOf(data, what);
   const array = data as ArgData;
-  if (!(array instanceof DeviceArray) && isDetached(array)) throw detachedError(what);
   // The real element count, whatever a subclass getter or an own `length` property claims.
   const length = array instanceof DeviceArray ? array.length : elementCount(array, what);
+  if (length === 0 && !(array instanceof DeviceArray) && isDetached(array)) throw detachedError(what);
   if (v === undefined) return { data: array, rows: 0, batch: [], dtype }; // a position no formula reads
   const minRank = v.cat === 2 ? 1 : 2;
   if (isShaped) {

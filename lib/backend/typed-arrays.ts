@@ -33,7 +33,7 @@ export function elementCount(array: ArrayBufferView, what: string): number {
  * (only arrays of 0 elements are probed). A SharedArrayBuffer can never be detached.
  */
 export function isDetached(array: ArrayBufferView): boolean {
-  if ((lengthOfView.call(array) as number) !== 0) return false;
+  if (elementCount(array, 'an array') !== 0) return false;
   const buffer = bufferOfView.call(array) as ArrayBufferLike;
   if (typeof SharedArrayBuffer !== 'undefined' && buffer instanceof SharedArrayBuffer) return false;
   try {
