@@ -364,6 +364,8 @@ class KeOpsAddon : public Napi::Addon<KeOpsAddon> {
       if (view.bytes == 0) return NoElements();
       if (!run->owns_memory) return view.data;
       std::shared_ptr<uint8_t> memory = AllocateBytes(view.bytes);
+      // Starts as the JS array does, so rows a run does not write come back unchanged, as in a synchronous run.
+      std::memcpy(memory.get(), view.data, view.bytes);
       run->owned.push_back(memory);
       run->outputs.push_back({memory.get(), view.bytes, run->targets.size()});
       run->targets.push_back(value);
