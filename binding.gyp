@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "keops_node",
-      "sources": ["native/addon.cc", "native/cpu_kernel.cc", "native/cpu_runner.cc",
+      "sources": ["native/addon.cc", "native/cpu_kernel.cc", "native/cpu_pool.cc", "native/cpu_runner.cc",
                   "native/cuda_addon.cc", "native/cuda_device.cc", "native/cuda_device_addon.cc",
                   "native/cuda_loader.cc", "native/nvrtc_compile.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "native"],

@@ -70,6 +70,12 @@ const int kOk = 0;
 const int kBadTask = 1;       // null task, null pointers or rows out of range
 const int kBadIntervals = 2;  // an interval outside [0, ny) or reversed
 const int kNoMemory = 3;
+const int kCancelled = 4;     // the caller set task->cancel
+
+// Polled once per row block and per tile: the caller's flag, written by another thread.
+inline bool keops_cancelled(const keops_cpu_task* task) {
+  return task->cancel != 0 && __atomic_load_n(task->cancel, __ATOMIC_RELAXED) != 0;
+}
 
 // An accumulator: values, indices and (kahan_scheme) compensations of the values.
 struct Accumulator {
@@ -212,6 +218,10 @@ extern "C" __attribute__((visibility("default"))) int keops_cpu_run(const keops_
   (void)tile;
 
   for (long block_begin = row_begin; block_begin < row_end; block_begin += kRowBlock) {
+    if (keops_cancelled(task)) {
+      __builtin_free(work);
+      return kCancelled;
+    }
     const long rows = row_end - block_begin < kRowBlock ? row_end - block_begin : kRowBlock;
     for (long r = 0; r < rows; r++) {
       const RowState s = keops_row_state(acc_area + r * acc_per_row, idx_area + r * idx_per_row);
@@ -225,6 +235,10 @@ extern "C" __attribute__((visibility("default"))) int keops_cpu_run(const keops_
     for (long q = 0; q < n_intervals; q++) {
       const long interval_end = (long)task->j_intervals[2 * q + 1];
       for (long tile_start = (long)task->j_intervals[2 * q]; tile_start < interval_end; tile_start += kTile) {
+        if (keops_cancelled(task)) {
+          __builtin_free(work);
+          return kCancelled;
+        }
         const long len = interval_end - tile_start < kTile ? interval_end - tile_start : kTile;
         const long padded = (len + kLanes - 1) / kLanes * kLanes;
         // Transpose the inner rows of the tile; padding rows are zeros (their values are never folded).

@@ -20,12 +20,14 @@ export type KeOpsErrorCode =
   | 'ERR_ARG_TYPE' // an input is not a Float32Array / Float64Array (or { data, shape })
   | 'ERR_ARG_DTYPE' // unsupported element type, or float32 and float64 inputs mixed
   | 'ERR_ARG_SHAPE' // input length / shape inconsistent with its dim, row counts or batch dims
+  | 'ERR_ARG_DETACHED' // an input's ArrayBuffer is detached (transferred to another thread or context)
   | 'ERR_RANGES' // malformed block-sparse ranges
   | 'ERR_OUTPUT_TOO_LARGE' // the output, or the number of batch entries, is beyond what can be allocated
   | 'ERR_INDEX_OVERFLOW' // an index reduction over 2^31 rows or more (indices are int32)
   | 'ERR_CLUSTER' // bad cluster labels: negative, out of range, or unsorted where sorted ones are needed
   | 'ERR_NO_COMPILER' // the CPU backend found no C++ compiler
   | 'ERR_COMPILE' // the C++ compiler or NVRTC rejected a generated kernel (the message carries its log)
+  | 'ERR_COMPILE_TIMEOUT' // the C++ compiler ran longer than KEOPS_COMPILE_TIMEOUT seconds and was killed
   | 'ERR_CACHE' // the kernel cache folder cannot be used
   | 'ERR_NATIVE' // the native addon is missing, or a kernel failed to load or run
   | 'ERR_NO_GPU' // a GPU backend was requested but none is available
@@ -33,6 +35,7 @@ export type KeOpsErrorCode =
   | 'ERR_CUDA' // a CUDA driver or NVRTC call failed (the message names the call and the CUDA error)
   | 'ERR_CUDA_OOM' // CUDA or NVRTC ran out of memory (what the call allocated is freed again)
   | 'ERR_DISPOSED' // a DeviceArray (or CUDA device) was used after dispose()
+  | 'ERR_ABORTED' // the call's AbortSignal fired: the run stopped and freed what it held
   | 'ERR_DEVICE_MISMATCH' // arrays of one call live on different GPUs, or not on the GPU the call runs on
   | 'ERR_INTERNAL'; // a bug in keops-node: please report it
 

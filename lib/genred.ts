@@ -352,6 +352,7 @@ export class NodeGenred {
       ranges: options.ranges,
       backend: options.backend,
       threads: options.threads,
+      signal: options.signal,
     };
     return { gradient, runOptions, target: args[gradient.wrt.pos] };
   }

@@ -254,6 +254,7 @@ export class NodeKernelSolve {
       ranges: options.ranges,
       backend: options.backend,
       threads: options.threads,
+      signal: options.signal,
     });
   }
 
@@ -269,6 +270,7 @@ export class NodeKernelSolve {
       ranges: options.ranges,
       backend: options.backend,
       threads: options.threads,
+      signal: options.signal,
     });
   }
 
@@ -320,6 +322,7 @@ export class NodeKernelSolve {
         ranges: options.ranges,
         backend: options.backend,
         threads: options.threads,
+        signal: options.signal,
       } as GenredCallOptions,
       withUnknown: (x: Float64Array): GenredArg[] => {
         const data = inDtype(x);
@@ -344,6 +347,7 @@ export class NodeKernelSolve {
       ranges: options.ranges,
       backend: options.backend,
       threads: options.threads,
+      signal: options.signal,
     };
     const rhs = args[this.unknown.pos];
     const rhsLength = (ArrayBuffer.isView(rhs) ? rhs : (rhs as { data?: FloatArray })?.data)?.length;

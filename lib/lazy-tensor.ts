@@ -88,6 +88,8 @@ export interface LazyReductionOptions {
   readonly backend?: Backend;
   /** CPU worker threads (default: one per core). */
   readonly threads?: number;
+  /** Aborts the call (ERR_ABORTED); a running CPU kernel stops within a tile of work. */
+  readonly signal?: AbortSignal;
   /** Accumulator type; 'auto' = the data dtype; 'float64' for float32 data is for sum-type reductions. */
   readonly dtypeAcc?: DtypeAcc;
   /** 'auto': block_sum for sum-type reductions, direct_sum otherwise. */
@@ -1275,7 +1277,12 @@ export class LazyReduction {
   }
 
   private runOptions(options: LazyReductionOptions | undefined): RunOptions {
-    return { ranges: options?.ranges ?? this.ranges, backend: options?.backend, threads: options?.threads };
+    return {
+      ranges: options?.ranges ?? this.ranges,
+      backend: options?.backend,
+      threads: options?.threads,
+      signal: options?.signal,
+    };
   }
 
   private gradOptions(
@@ -1430,6 +1437,7 @@ export class LazySolve {
       ranges: options?.ranges ?? this.ranges,
       backend: options?.backend,
       threads: options?.threads,
+      signal: options?.signal,
     };
   }
 

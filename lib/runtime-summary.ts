@@ -26,6 +26,12 @@ export async function describeRuntime(): Promise<string> {
   lines.push(
     `kernel cache: ${cache.folder} (${cache.entries} kernels, ${(cache.bytes / 2 ** 20).toFixed(1)} MiB)`,
   );
+  if (cache.staleTemporaries > 0) {
+    lines.push(
+      `  ${cache.staleTemporaries} stale temporary file(s) left by compilations whose process is gone ` +
+        '(removed by the next compilation, or by `keops-node cache clear`)',
+    );
+  }
   return lines.join('\n');
 }
 

@@ -28,7 +28,14 @@ export const NODE_GENRED_OPTION_KEYS = [...GENRED_OPTION_KEYS, 'variables', 'arg
 export const CALL_OPTION_KEYS = ['ranges', 'backend', 'threads', 'device', 'output', 'signal'] as const;
 
 /** Options of a LazyTensor reduction call (`sum(1, options)`, `reduction(...).call(options)`, `grad`). */
-export const LAZY_REDUCTION_OPTION_KEYS = ['ranges', 'backend', 'threads', 'dtypeAcc', 'sumScheme'] as const;
+export const LAZY_REDUCTION_OPTION_KEYS = [
+  'ranges',
+  'backend',
+  'threads',
+  'signal',
+  'dtypeAcc',
+  'sumScheme',
+] as const;
 
 /** `new KernelSolve(formula, aliases, unknown, options)`. */
 export const KERNEL_SOLVE_OPTION_KEYS = [

@@ -25,7 +25,8 @@ double BlockPairs(const CpuJob& job, const CpuRowBlock& block) {
   return static_cast<double>(block.row_end - block.row_begin) * static_cast<double>(std::max<int64_t>(width, 1));
 }
 
-keops_cpu_task MakeTask(const CpuJob& job, const CpuRowBlock& block, int64_t row_begin, int64_t row_end) {
+keops_cpu_task MakeTask(const CpuJob& job, const CpuRowBlock& block, int64_t row_begin, int64_t row_end,
+                        const int* cancel) {
   keops_cpu_task task;
   task.nx = job.nx;
   task.ny = job.ny;
@@ -36,6 +37,7 @@ keops_cpu_task MakeTask(const CpuJob& job, const CpuRowBlock& block, int64_t row
   task.row_end = row_end;
   task.j_intervals = block.interval_count > 0 ? &job.intervals[2 * block.first_interval] : nullptr;
   task.n_intervals = block.interval_count;
+  task.cancel = cancel;
   return task;
 }
 
@@ -43,16 +45,15 @@ keops_cpu_task MakeTask(const CpuJob& job, const CpuRowBlock& block, int64_t row
 
 unsigned DefaultThreadCount() { return std::max(1u, std::thread::hardware_concurrency()); }
 
-std::string RunCpuJobs(keops_cpu_entry entry, const std::vector<CpuJob>& jobs, unsigned max_threads) {
+CpuTaskPlan SplitCpuJobs(const std::vector<CpuJob>& jobs, unsigned max_threads, const int* cancel) {
   double total_pairs = 0;
   for (const CpuJob& job : jobs) {
     for (const CpuRowBlock& block : job.blocks) total_pairs += BlockPairs(job, block);
   }
-  const unsigned useful_threads = static_cast<unsigned>(std::min<double>(
+  CpuTaskPlan plan;
+  plan.useful_threads = static_cast<unsigned>(std::min<double>(
       std::max(1u, max_threads), std::max(1.0, std::floor(total_pairs / kPairsPerExtraThread))));
-  const double pairs_per_task = std::max(1.0, total_pairs / (useful_threads * kTasksPerThread));
-
-  std::vector<keops_cpu_task> tasks;
+  const double pairs_per_task = std::max(1.0, total_pairs / (plan.useful_threads * kTasksPerThread));
   for (const CpuJob& job : jobs) {
     for (const CpuRowBlock& block : job.blocks) {
       const int64_t rows = block.row_end - block.row_begin;
@@ -61,10 +62,34 @@ std::string RunCpuJobs(keops_cpu_entry entry, const std::vector<CpuJob>& jobs, u
       const int64_t rows_per_task =
           std::max<int64_t>(1, static_cast<int64_t>(std::ceil(pairs_per_task / pairs_per_row)));
       for (int64_t begin = block.row_begin; begin < block.row_end; begin += rows_per_task) {
-        tasks.push_back(MakeTask(job, block, begin, std::min(block.row_end, begin + rows_per_task)));
+        plan.tasks.push_back(MakeTask(job, block, begin, std::min(block.row_end, begin + rows_per_task), cancel));
       }
     }
   }
+  plan.useful_threads = static_cast<unsigned>(std::min<size_t>(plan.useful_threads, plan.tasks.size()));
+  return plan;
+}
+
+std::string DescribeKernelStatus(int status) {
+  switch (status) {
+    case 0:
+      return std::string();
+    case 1:
+      return "the kernel refused its task (status 1: null pointers or rows out of range)";
+    case 2:
+      return "the kernel refused its task (status 2: an interval out of range)";
+    case 3:
+      return "the kernel ran out of memory (status 3)";
+    case 4:
+      return "the kernel was cancelled (status 4)";
+    default:
+      return "the kernel returned status " + std::to_string(status);
+  }
+}
+
+std::string RunCpuJobs(keops_cpu_entry entry, const std::vector<CpuJob>& jobs, unsigned max_threads) {
+  const CpuTaskPlan plan = SplitCpuJobs(jobs, max_threads, nullptr);
+  const std::vector<keops_cpu_task>& tasks = plan.tasks;
 
   std::atomic<size_t> next_task{0};
   std::atomic<int> first_failure{0};
@@ -84,10 +109,9 @@ std::string RunCpuJobs(keops_cpu_entry entry, const std::vector<CpuJob>& jobs, u
     }
   };
 
-  const unsigned thread_count = static_cast<unsigned>(std::min<size_t>(useful_threads, tasks.size()));
   std::vector<std::thread> helpers;
   try {
-    for (unsigned t = 1; t < thread_count; ++t) helpers.emplace_back(work);
+    for (unsigned t = 1; t < plan.useful_threads; ++t) helpers.emplace_back(work);
   } catch (const std::system_error&) {
     // Could not start every thread: the ones that did start, plus this one, still finish the work.
   }
@@ -95,8 +119,7 @@ std::string RunCpuJobs(keops_cpu_entry entry, const std::vector<CpuJob>& jobs, u
   for (std::thread& helper : helpers) helper.join();
 
   if (threw) return "the kernel threw a C++ exception";
-  if (first_failure.load() != 0) return "the kernel returned status " + std::to_string(first_failure.load());
-  return std::string();
+  return DescribeKernelStatus(first_failure.load());
 }
 
 }  // namespace keops

@@ -28,8 +28,19 @@ struct CpuJob {
   std::vector<int64_t> intervals;  // pairs [start, end)
 };
 
-// Splits every job's row blocks into tasks and runs them on at most `max_threads` threads (the calling thread
-// is one of them). Returns an empty string on success, otherwise what went wrong.
+// The kernel's tasks for `jobs` (which they point into) when at most `max_threads` threads run them, and how
+// many threads are worth using (small runs use fewer). Every task polls `*cancel` (may be null) once per tile.
+struct CpuTaskPlan {
+  std::vector<keops_cpu_task> tasks;
+  unsigned useful_threads = 1;
+};
+CpuTaskPlan SplitCpuJobs(const std::vector<CpuJob>& jobs, unsigned max_threads, const int* cancel);
+
+// What a kernel status code means (0 is success).
+std::string DescribeKernelStatus(int status);
+
+// Runs every task of `jobs` on at most `max_threads` threads, the calling thread being one of them (the
+// synchronous path). Returns an empty string on success, otherwise what went wrong.
 std::string RunCpuJobs(keops_cpu_entry entry, const std::vector<CpuJob>& jobs, unsigned max_threads);
 
 unsigned DefaultThreadCount();

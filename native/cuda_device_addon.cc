@@ -16,6 +16,7 @@
 #include "coded_failure.h"
 #include "cuda_device.h"
 #include "cuda_loader.h"
+#include "typed_array_view.h"
 
 namespace keops {
 namespace {
@@ -175,11 +176,16 @@ struct HostView {
   size_t bytes;
 };
 
-HostView ViewOf(const Napi::Value& value, const char* what) {
-  Require(value.IsTypedArray(), std::string(what) + " must be a typed array");
-  Napi::TypedArray array = value.As<Napi::TypedArray>();
-  const auto* base = static_cast<const uint8_t*>(array.ArrayBuffer().Data());
-  return {base == nullptr ? nullptr : base + array.ByteOffset(), array.ByteLength()};
+// The array's bytes from its backing store (real length; SharedArrayBuffer accepted; detached refused). An
+// asynchronous transfer gets a copy in `copies`, made now: the device thread must never read JS memory that
+// the caller may transfer, shrink or (worker teardown) free before the transfer runs.
+HostView ViewOf(const Napi::Value& value, const char* what, bool async,
+                std::vector<std::shared_ptr<std::vector<uint8_t>>>* copies) {
+  const TypedArrayView view = ViewTypedArray(value, what);
+  if (!async || view.bytes == 0) return {view.data, view.bytes};
+  const auto* bytes = static_cast<const uint8_t*>(view.data);
+  copies->push_back(std::make_shared<std::vector<uint8_t>>(bytes, bytes + view.bytes));
+  return {copies->back()->data(), view.bytes};
 }
 
 // Runs `work` on the device thread; the Promise settles with what its builder makes.
@@ -217,12 +223,6 @@ Napi::Value Dispatch(const Napi::CallbackInfo& info, bool async, const std::shar
                      std::function<JsBuilder()> work, std::vector<Napi::ObjectReference> keep_alive = {}) {
   return async ? Submit(info.Env(), state, std::move(work), std::move(keep_alive))
                : RunSync(info.Env(), state, std::move(work));
-}
-
-std::vector<Napi::ObjectReference> Pin(const Napi::Value& value) {
-  std::vector<Napi::ObjectReference> refs;
-  refs.push_back(Napi::Persistent(value.As<Napi::Object>()));
-  return refs;
 }
 
 // ---- functions ------------------------------------------------------------------------------------------------
@@ -301,15 +301,13 @@ Napi::Value ModuleLoad(const Napi::CallbackInfo& info, bool async) {
 Napi::Value Upload(const Napi::CallbackInfo& info, bool async) {
   Require(info.Length() == 2, "cudaUpload(device, typedArray)");
   std::shared_ptr<DeviceState> state = DeviceOf(info[0]);
-  const HostView view = ViewOf(info[1], "the data");
+  std::vector<std::shared_ptr<std::vector<uint8_t>>> copies;
+  const HostView view = ViewOf(info[1], "the data", async, &copies);
   std::shared_ptr<CudaDeviceCore> core = state->core;
-  return Dispatch(
-      info, async, state,
-      [core, view]() -> JsBuilder {
-        std::shared_ptr<DeviceBuffer> buffer = UploadBuffer(core, view.data, view.bytes);
-        return [buffer](Napi::Env env) { return MakeHandle(env, buffer, &kBufferTag); };
-      },
-      async ? Pin(info[1]) : std::vector<Napi::ObjectReference>{});
+  return Dispatch(info, async, state, [core, view, copies]() -> JsBuilder {
+    std::shared_ptr<DeviceBuffer> buffer = UploadBuffer(core, view.data, view.bytes);
+    return [buffer](Napi::Env env) { return MakeHandle(env, buffer, &kBufferTag); };
+  });
 }
 
 // cudaDownload(device, buffer) -> Promise<ArrayBuffer>
@@ -380,7 +378,7 @@ Napi::Value Run(const Napi::CallbackInfo& info, bool async) {
   request->module = ModuleOf(info[1]);
   Napi::Object spec = info[2].As<Napi::Object>();
   Require(spec.Get("buffers").IsArray() && spec.Get("launches").IsArray(), "the request needs buffers and launches");
-  std::vector<Napi::ObjectReference> keep_alive;
+  std::vector<std::shared_ptr<std::vector<uint8_t>>> copies;
   Napi::Array buffers = spec.Get("buffers").As<Napi::Array>();
   for (uint32_t k = 0; k < buffers.Length(); ++k) {
     Require(buffers.Get(k).IsObject(), "buffers must be objects");
@@ -389,10 +387,9 @@ Napi::Value Run(const Napi::CallbackInfo& info, bool async) {
     RunBuffer buffer;
     if (kind == "upload") {
       buffer.kind = RunBuffer::kUpload;
-      const HostView view = ViewOf(item.Get("data"), "upload data");
+      const HostView view = ViewOf(item.Get("data"), "upload data", async, &copies);
       buffer.host = view.data;
       buffer.bytes = view.bytes;
-      if (async) keep_alive.push_back(Napi::Persistent(item.Get("data").As<Napi::Object>()));
     } else if (kind == "existing") {
       buffer.kind = RunBuffer::kExisting;
       buffer.existing = BufferOf(item.Get("buffer"));
@@ -427,7 +424,7 @@ Napi::Value Run(const Napi::CallbackInfo& info, bool async) {
   std::shared_ptr<CudaDeviceCore> core = state->core;
   return Dispatch(
       info, async, state,
-      [core, request]() -> JsBuilder {
+      [core, request, copies]() -> JsBuilder {
         auto outputs = std::make_shared<std::vector<RunOutput>>(ExecuteRun(core, *request));
         return [outputs](Napi::Env env) -> Napi::Value {
           Napi::Array out = Napi::Array::New(env, outputs->size());
@@ -438,8 +435,7 @@ Napi::Value Run(const Napi::CallbackInfo& info, bool async) {
           }
           return out;
         };
-      },
-      std::move(keep_alive));
+      });
 }
 
 template <Napi::Value (*Body)(const Napi::CallbackInfo&, bool), bool Async>

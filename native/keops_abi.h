@@ -4,7 +4,7 @@
 #pragma once
 #include <stdint.h>
 
-#define KEOPS_CPU_ABI_VERSION 1
+#define KEOPS_CPU_ABI_VERSION 2
 
 typedef struct keops_cpu_task {
   int64_t nx;                  // number of output rows (the outer index: i for tag 0, j for tag 1)
@@ -17,6 +17,8 @@ typedef struct keops_cpu_task {
   int64_t row_end;
   const int64_t* j_intervals;  // n_intervals pairs [start, end) of inner rows, sorted, reduced over for
   int64_t n_intervals;         // every row of this call; 0 intervals = the neutral value
+  const int* cancel;           // null, or a flag the caller sets (atomically) to stop the task: the kernel
+                               // polls it once per tile and then returns 4 without finishing its rows
 } keops_cpu_task;
 
 // Exported by every generated kernel as extern "C" under the name "keops_cpu_run"; returns 0 on success.

@@ -54,6 +54,7 @@ function job(
     ny: y.length,
     blocks: Float64Array.of(0, x.length, 0, 1),
     intervals: Float64Array.of(0, y.length),
+    argElements: Float64Array.of(x.length, y.length),
   };
 }
 
@@ -80,7 +81,7 @@ describe('native addon', function () {
   });
 
   it('reports its ABI version and a default thread count', function () {
-    expect(nativeAddon().abiVersion).to.equal(1);
+    expect(nativeAddon().abiVersion).to.equal(2);
     expect(nativeAddon().defaultThreads).to.be.at.least(1);
   });
 
@@ -175,11 +176,13 @@ describe('native addon', function () {
       const kernel = nativeAddon().loadCpuKernel(workerData.kernelPath);
       const x = Float64Array.of(1, 2, 3), y = Float64Array.of(1, 1), out = new Float64Array(3);
       const job = { args: [x, y], outVal: out, outIdx: null, nx: 3, ny: 2,
-                    blocks: Float64Array.of(0, 3, 0, 1), intervals: Float64Array.of(0, 2) };
+                    blocks: Float64Array.of(0, 3, 0, 1), intervals: Float64Array.of(0, 2),
+                    argElements: Float64Array.of(3, 2) };
       nativeAddon().runCpu(kernel, [job], 2).then(() => parentPort.postMessage(Array.from(out)));
       if (workerData.busy) nativeAddon().runCpu(kernel, [{ ...job, args: [new Float64Array(4000).fill(1),
         new Float64Array(200000).fill(1)], outVal: new Float64Array(4000), nx: 4000, ny: 200000,
-        blocks: Float64Array.of(0, 4000, 0, 1), intervals: Float64Array.of(0, 200000) }], 1);
+        blocks: Float64Array.of(0, 4000, 0, 1), intervals: Float64Array.of(0, 200000),
+        argElements: Float64Array.of(4000, 200000) }], 1);
     `;
     const runWorker = (busy: boolean) =>
       new Promise<number[]>((resolveResult, reject) => {
@@ -240,6 +243,45 @@ describe('native addon', function () {
       addon.runCpuSync(kernel64, [{ ...good, args: [x, [1, 2] as unknown as Float64Array] }], 1),
     ).to.throw(/Float32Array or Float64Array/);
     expect(() => addon.loadCpuKernel(join(cacheDir, 'missing.so'))).to.throw(/cannot load kernel/);
+    // More values to read than the buffer really holds (a lying `length` upstream): refused, not read.
+    expect(() => addon.runCpuSync(kernel64, [{ ...good, argElements: Float64Array.of(4, 5) }], 1))
+      .to.throw(/holds 4 values/)
+      .with.property('code', 'ERR_ARG_SHAPE');
+    const gone = new Float64Array(4);
+    structuredClone(gone.buffer, { transfer: [gone.buffer] });
+    expect(() => addon.runCpuSync(kernel64, [{ ...good, args: [x, gone] }], 1))
+      .to.throw(/detached/)
+      .with.property('code', 'ERR_ARG_DETACHED');
+  });
+
+  it('reads SharedArrayBuffer arrays, sync and async', async function () {
+    const shared = (values: number[]) => {
+      const a = new Float64Array(new SharedArrayBuffer(values.length * 8));
+      a.set(values);
+      return a;
+    };
+    const x = shared([1, 2, 3]);
+    const y = shared([1, 1]);
+    const out = shared([0, 0, 0]);
+    nativeAddon().runCpuSync(kernel64, [job(x, y, out)], 1);
+    expect(Array.from(out)).to.deep.equal([2, 4, 6]);
+    const outAsync = new Float64Array(3);
+    await nativeAddon().runCpu(kernel64, [job(x, y, outAsync)], 2);
+    expect(Array.from(outAsync)).to.deep.equal([2, 4, 6]);
+  });
+
+  it('cancels a queued run through its control object', async function () {
+    const x = new Float64Array(100).fill(1);
+    const y = new Float64Array(100).fill(1);
+    const control: { cancel?: () => void } = {};
+    const pending = nativeAddon().runCpu(kernel64, [job(x, y, new Float64Array(100))], 1, control);
+    expect(control.cancel).to.be.a('function');
+    control.cancel?.();
+    control.cancel?.(); // idempotent
+    let code: unknown;
+    await pending.catch((e: { code?: unknown }) => (code = e.code));
+    // The run may have finished before the cancel arrived; if not, it is ERR_ABORTED.
+    expect([undefined, 'ERR_ABORTED']).to.include(code);
   });
 
   it('refuses a disposed kernel handle', function () {

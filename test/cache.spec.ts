@@ -5,8 +5,11 @@
  */
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import {
   chmodSync,
+  copyFileSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -15,8 +18,8 @@ import {
   truncateSync,
   writeFileSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { hostname, tmpdir } from 'node:os';
+import { basename, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import {
   acquireCpuKernel,
@@ -27,8 +30,11 @@ import {
   type CpuKernelSpec,
   isIntactEntry,
 } from '../lib/backend/cache';
+import { kernelCompilerFlags, LARGE_SOURCE_CHARS } from '../lib/backend/cpu/compile';
 import { KeOpsError } from '../lib/errors';
 import { Genred } from '../lib/genred';
+import { describeRuntime } from '../lib/runtime-summary';
+import { rejection, thrown } from './util';
 
 const execFileAsync = promisify(execFile);
 const repoRoot = resolve(__dirname, '..');
@@ -73,6 +79,56 @@ function entries(dir: string): string[] {
   return readdirSync(dir).filter((n) => n.endsWith('.so') && !n.startsWith('.'));
 }
 
+/** An entry's key: its file name without the extension. */
+const keyOf = (path: string): string => basename(path).replace(/\.[a-z]+$/, '');
+
+/** Runs `body` with the environment variables `vars` set (undefined = unset), restoring them afterwards. */
+async function withEnv<T>(vars: Record<string, string | undefined>, body: () => T | Promise<T>): Promise<T> {
+  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
+  const apply = (values: Record<string, string | undefined>) => {
+    for (const [k, v] of Object.entries(values)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  };
+  apply(vars);
+  try {
+    return await body();
+  } finally {
+    apply(saved);
+  }
+}
+
+/** An executable shell script standing in for the compiler (answers --version like one). */
+function fakeCompiler(dir: string, name: string, body: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, `#!/bin/sh\nif [ "$1" = --version ]; then echo ${name} 1.0; exit 0; fi\n${body}\n`);
+  chmodSync(path, 0o755);
+  return path;
+}
+
+/** Whether process `pid` exists and is not a zombie (a container's init may never reap it). */
+function running(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/** The absolute path of `command` on PATH. */
+function execFileSyncPath(command: string): string {
+  for (const dir of (process.env.PATH ?? '').split(':')) {
+    try {
+      statSync(join(dir, command));
+      return join(dir, command);
+    } catch {
+      // not here
+    }
+  }
+  throw new Error(`${command} is not on PATH`);
+}
+
 function temporaries(dir: string): string[] {
   return readdirSync(dir).filter((n) => n.startsWith('.tmp-'));
 }
@@ -109,7 +165,7 @@ describe('kernel cache', function () {
   it('compiles once, then hits memory in this process and disk in another', async function () {
     const first = await acquireCpuKernel(kernelSpec('hit'));
     expect(first.origin).to.equal('compiled');
-    expect(isIntactEntry(readFileSync(first.path))).to.equal(true);
+    expect(isIntactEntry(readFileSync(first.path), keyOf(first.path))).to.equal(true);
     const again = await acquireCpuKernel(kernelSpec('hit'));
     expect(again.origin).to.equal('memory');
     expect(again.kernel).to.equal(first.kernel);
@@ -140,23 +196,36 @@ describe('kernel cache', function () {
     // Built and checked in other processes: this one must not have the library mapped while it is damaged.
     const { path } = await acquireInChild('corrupt', cacheDir);
     truncateSync(path, Math.floor(statSync(path).size / 2));
-    expect(isIntactEntry(readFileSync(path))).to.equal(false);
+    expect(isIntactEntry(readFileSync(path), keyOf(path))).to.equal(false);
     expect(await acquireInChild('corrupt', cacheDir)).to.deep.equal({ origin: 'compiled', path });
-    expect(isIntactEntry(readFileSync(path))).to.equal(true);
+    expect(isIntactEntry(readFileSync(path), keyOf(path))).to.equal(true);
 
     const bytes = readFileSync(path);
     bytes[100] ^= 0xff; // same length, one byte flipped: only the hash can tell
     writeFileSync(path, bytes);
-    expect(isIntactEntry(readFileSync(path))).to.equal(false);
+    expect(isIntactEntry(readFileSync(path), keyOf(path))).to.equal(false);
     expect((await acquireInChild('corrupt', cacheDir)).origin).to.equal('compiled');
-    expect(isIntactEntry(readFileSync(path))).to.equal(true);
+    expect(isIntactEntry(readFileSync(path), keyOf(path))).to.equal(true);
     expect((await acquireInChild('corrupt', cacheDir)).origin).to.equal('disk');
+  });
+
+  it("rebuilds an intact entry of another key renamed under this key's name", async function () {
+    const mine = await acquireInChild('renamed-mine', cacheDir);
+    const other = await acquireInChild('renamed-other', cacheDir);
+    copyFileSync(other.path, mine.path); // intact, but another kernel's code
+    expect(isIntactEntry(readFileSync(mine.path), keyOf(other.path))).to.equal(true);
+    expect(isIntactEntry(readFileSync(mine.path), keyOf(mine.path))).to.equal(false);
+    expect(await acquireInChild('renamed-mine', cacheDir)).to.deep.equal({
+      origin: 'compiled',
+      path: mine.path,
+    });
+    expect(isIntactEntry(readFileSync(mine.path), keyOf(mine.path))).to.equal(true);
   });
 
   it('lets two processes compile the same key at the same time', async function () {
     const [a, b] = await Promise.all([acquireInChild('race', cacheDir), acquireInChild('race', cacheDir)]);
     expect(a.path).to.equal(b.path);
-    expect(isIntactEntry(readFileSync(a.path))).to.equal(true);
+    expect(isIntactEntry(readFileSync(a.path), keyOf(a.path))).to.equal(true);
     expect(temporaries(cacheDir)).to.deep.equal([]);
     expect((await acquireCpuKernel(kernelSpec('race'))).origin).to.equal('disk');
   });
@@ -199,6 +268,101 @@ describe('kernel cache', function () {
     }
     expect(entries(cacheDir)).to.deep.equal(before);
     expect(temporaries(cacheDir)).to.deep.equal([]);
+  });
+
+  it('is ERR_COMPILE when the compiler reports success but writes nothing', async function () {
+    const silent = fakeCompiler(cacheDir, 'silent-cxx', 'exit 0');
+    await withEnv({ CXX: silent }, async () => {
+      const e = await rejection(acquireCpuKernel(kernelSpec('silent')));
+      expect(e.code).to.equal('ERR_COMPILE');
+      expect(e.message).to.contain('wrote no shared object');
+      expect(thrown(() => acquireCpuKernelSync(kernelSpec('silent'))).code).to.equal('ERR_COMPILE');
+    });
+    expect(temporaries(cacheDir)).to.deep.equal([]);
+  });
+
+  it('is ERR_CACHE when the entry path is a folder or the cache folder a file', async function () {
+    const { path } = await acquireInChild('eisdir', cacheDir);
+    const other = mkdtempSync(join(tmpdir(), 'keops-cache-eisdir-'));
+    try {
+      mkdirSync(join(other, basename(path)));
+      await withEnv({ KEOPS_CACHE_DIR: other }, async () => {
+        expect((await rejection(acquireCpuKernel(kernelSpec('eisdir')))).code).to.equal('ERR_CACHE');
+        expect(thrown(() => acquireCpuKernelSync(kernelSpec('eisdir'))).code).to.equal('ERR_CACHE');
+      });
+      const file = join(other, 'plain-file');
+      writeFileSync(file, 'not a folder');
+      await withEnv({ KEOPS_CACHE_DIR: file }, async () => {
+        expect((await rejection(acquireCpuKernel(kernelSpec('enotdir')))).code).to.equal('ERR_CACHE');
+      });
+      if (process.getuid?.() !== 0) {
+        // Permissions do not stop root: checked only as another user.
+        const locked = join(other, 'locked');
+        mkdirSync(locked, { mode: 0o500 });
+        await withEnv({ KEOPS_CACHE_DIR: locked }, async () => {
+          expect((await rejection(acquireCpuKernel(kernelSpec('eacces')))).code).to.equal('ERR_CACHE');
+        });
+      }
+    } finally {
+      rmSync(other, { recursive: true, force: true });
+    }
+  });
+
+  it('kills a compiler that outlives KEOPS_COMPILE_TIMEOUT, with what it started', async function () {
+    this.timeout(60_000);
+    const pidFile = join(cacheDir, 'slow-child.pid');
+    // The "compiler" starts a long child (like cc1plus) and waits for it.
+    const slow = fakeCompiler(cacheDir, 'slow-cxx', `sleep 120 & echo $! > ${pidFile}; wait`);
+    await withEnv({ CXX: slow, KEOPS_COMPILE_TIMEOUT: '1' }, async () => {
+      const e = await rejection(acquireCpuKernel(kernelSpec('slow')));
+      expect(e.code).to.equal('ERR_COMPILE_TIMEOUT');
+      expect(e.message).to.contain('KEOPS_COMPILE_TIMEOUT');
+      const child = Number(readFileSync(pidFile, 'utf8'));
+      await new Promise((r) => setTimeout(r, 200)); // the kill is delivered
+      expect(running(child), 'the compiler child survived').to.equal(false);
+      expect(thrown(() => acquireCpuKernelSync(kernelSpec('slow'))).code).to.equal('ERR_COMPILE_TIMEOUT');
+    });
+    await withEnv({ KEOPS_COMPILE_TIMEOUT: 'soon' }, async () => {
+      expect((await rejection(acquireCpuKernel(kernelSpec('slow')))).code).to.equal('ERR_INVALID_ARGUMENT');
+    });
+    expect(temporaries(cacheDir)).to.deep.equal([]);
+  });
+
+  it('reports and removes temporary files whose owner process is gone', async function () {
+    const hostTag = createHash('sha256').update(hostname()).digest('hex').slice(0, 8);
+    const dead = await new Promise<number>((done) => {
+      const child = execFile(process.execPath, ['-e', '0'], () => done(child.pid as number));
+    });
+    const stale = `.tmp-0123456789abcdef-${hostTag}-${dead}-0123456789ab.so`;
+    const live = `.tmp-0123456789abcdef-${hostTag}-${process.pid}-0123456789ab.so`;
+    writeFileSync(join(cacheDir, stale), 'left by a killed compiler');
+    writeFileSync(join(cacheDir, live), 'a compile in progress');
+    expect(cacheInfo().staleTemporaries).to.equal(1);
+    expect(await describeRuntime()).to.contain('1 stale temporary file');
+    await acquireCpuKernel(kernelSpec('stale-cleanup'));
+    expect(temporaries(cacheDir)).to.deep.equal([live]);
+    rmSync(join(cacheDir, live));
+  });
+
+  it('takes CXX as a path with spaces, appends CXXFLAGS, and compiles huge sources at -O1', async function () {
+    const folder = join(cacheDir, 'my tools');
+    mkdirSync(folder);
+    const real = execFileSyncPath('g++');
+    const cxx = fakeCompiler(folder, 'g++ wrapper', `exec ${real} "$@"`);
+    const spec: CpuKernelSpec = {
+      ...kernelSpec('cxxflags'),
+      source: `#ifndef KEOPS_TEST_FLAG\n#error CXXFLAGS ignored\n#endif\n${kernelSpec('cxxflags').source}`,
+    };
+    await withEnv({ CXX: cxx, CXXFLAGS: '-DKEOPS_TEST_FLAG=1  -g0' }, async () => {
+      expect((await acquireCpuKernel(spec)).origin).to.equal('compiled');
+    });
+    const levels = (chars: number) =>
+      kernelCompilerFlags(chars, ['-O3', '-ffast-math']).filter((f) => f.startsWith('-O'));
+    expect(levels(LARGE_SOURCE_CHARS + 1)).to.deep.equal(['-O1']);
+    expect(levels(1000)).to.deep.equal(['-O3']);
+    await withEnv({ CXXFLAGS: '-O2' }, () => {
+      expect(levels(LARGE_SOURCE_CHARS + 1)).to.deep.equal(['-O1', '-O2']); // the user's comes last and wins
+    });
   });
 
   it('explains how to install a compiler when none is found', async function () {

@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
       k->out_idx = dim_idx > 0 ? out_idx : 0;
       k->row_begin = row_begin + rows * t / threads;
       k->row_end = row_begin + rows * (t + 1) / threads;
-      k->j_intervals = intervals; k->n_intervals = n_intervals;
+      k->j_intervals = intervals; k->n_intervals = n_intervals; k->cancel = 0;
       if (threads == 1) run_job(&jobs[t]); else pthread_create(&tids[t], 0, run_job, &jobs[t]);
     }
     double cpu = 0;

@@ -6,19 +6,22 @@
  * Folder: `KEOPS_CACHE_DIR`, else `$XDG_CACHE_HOME` (or `~/.cache`) + `/keops-node/<package version>/`.
  * Entry: `<key>.so`, key = sha256 of everything that determines the machine code (generated source, reduction,
  * options, compiler identity and flags, ABI header, CPU). The file is the shared object followed by a 48-byte
- * trailer (magic, body length, sha256 of the body): the dynamic loader ignores bytes after the ELF image, and a
- * truncated or damaged entry fails the check and is rebuilt. Entries are compiled to a temporary file in the
+ * trailer (magic, body length, sha256 of the key and the body): the dynamic loader ignores bytes after the ELF
+ * image; a truncated or damaged entry, or an intact entry of another key renamed to this one, fails the check
+ * and is rebuilt. Entries are compiled to a temporary file in the
  * same folder, checked, loaded, and only then renamed into place, so readers in other processes see either no
  * entry or a complete one; two processes compiling the same key both succeed (the last rename wins, same code).
+ * Temporary files are named `.tmp-<key prefix>-<host tag>-<pid>-<random>`: those of a process that is gone
+ * (a compiler orphaned by a killed process) are removed by the next compilation and counted by cacheInfo().
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { availableParallelism, cpus, homedir } from 'node:os';
+import { availableParallelism, cpus, homedir, hostname } from 'node:os';
 import { join } from 'node:path';
 import { KeOpsError } from '../errors';
 import {
-  baseCompilerFlags,
+  kernelCompilerFlags,
   compileSharedObject,
   compileSharedObjectSync,
   type CompilerInfo,
@@ -29,8 +32,8 @@ import { type CpuKernelHandle, nativeAddon, toKeOpsError } from './native';
 import { nativeIncludeDir, packageVersion } from './package-root';
 
 /** Bump when the entry file format or the key recipe changes. */
-const ENTRY_FORMAT_VERSION = 1;
-const TRAILER_MAGIC = Buffer.from('KEOPSNK1', 'latin1');
+const ENTRY_FORMAT_VERSION = 2;
+const TRAILER_MAGIC = Buffer.from('KEOPSNK2', 'latin1');
 const TRAILER_BYTES = TRAILER_MAGIC.length + 8 + 32;
 const ENTRY_NAME = /^[0-9a-f]{64}\.(so|cubin|ptx)$/;
 const TEMP_PREFIX = '.tmp-';
@@ -64,6 +67,8 @@ export interface CacheInfo {
   readonly entries: number;
   /** Bytes used by the folder (entries and leftover temporary files). */
   readonly bytes: number;
+  /** Temporary files whose owner process is gone (or that are over a day old): removed by the next compile. */
+  readonly staleTemporaries: number;
 }
 
 /** The cache folder for the current environment (read on each call, so tests may point it elsewhere). */
@@ -122,26 +127,81 @@ function entryKey(spec: CpuKernelSpec, compiler: CompilerInfo, flags: readonly s
   return createHash('sha256').update(JSON.stringify(recipe)).digest('hex');
 }
 
-function withTrailer(body: Buffer): Buffer {
-  const length = Buffer.alloc(8);
-  length.writeBigUInt64LE(BigInt(body.length));
-  const digest = createHash('sha256').update(body).digest();
-  return Buffer.concat([body, TRAILER_MAGIC, length, digest]);
+/** The trailer's hash covers the key: an entry only checks out under the name it was written for. */
+function entryDigest(key: string, body: Buffer): Buffer {
+  return createHash('sha256').update(`${key}\n`).update(body).digest();
 }
 
-/** Whether `file` is a complete entry: trailer present, length and hash of the body matching. */
-export function isIntactEntry(file: Buffer): boolean {
+function withTrailer(body: Buffer, key: string): Buffer {
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(body.length));
+  return Buffer.concat([body, TRAILER_MAGIC, length, entryDigest(key, body)]);
+}
+
+/** Whether `file` is a complete entry for `key`: trailer present, length and hash of key + body matching. */
+export function isIntactEntry(file: Buffer, key: string): boolean {
   if (file.length < TRAILER_BYTES) return false;
   const bodyLength = file.length - TRAILER_BYTES;
   const trailer = file.subarray(bodyLength);
   if (!trailer.subarray(0, TRAILER_MAGIC.length).equals(TRAILER_MAGIC)) return false;
   if (trailer.readBigUInt64LE(TRAILER_MAGIC.length) !== BigInt(bodyLength)) return false;
-  const digest = createHash('sha256').update(file.subarray(0, bodyLength)).digest();
-  return digest.equals(trailer.subarray(TRAILER_MAGIC.length + 8));
+  return entryDigest(key, file.subarray(0, bodyLength)).equals(trailer.subarray(TRAILER_MAGIC.length + 8));
 }
 
+/** Tells this machine's temporary files from those of other machines sharing the folder (NFS home). */
+const HOST_TAG = createHash('sha256').update(hostname()).digest('hex').slice(0, 8);
+const TEMP_NAME = /^\.tmp-[0-9a-f]{16}-([0-9a-f]{8})-(\d+)-[0-9a-f]{12}(\.[a-z]+)?$/;
+/** A temporary file older than this is stale whoever made it. */
+const TEMP_MAX_AGE_MS = 24 * 3600 * 1000;
+
 function tempBase(folder: string, key: string): string {
-  return join(folder, `${TEMP_PREFIX}${key.slice(0, 16)}-${process.pid}-${randomBytes(6).toString('hex')}`);
+  const random = randomBytes(6).toString('hex');
+  return join(folder, `${TEMP_PREFIX}${key.slice(0, 16)}-${HOST_TAG}-${process.pid}-${random}`);
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM'; // alive, another user's
+  }
+}
+
+/** Whether the temporary file `name` in `folder` was left by a process that is gone (or is very old). */
+function isStaleTemporary(folder: string, name: string): boolean {
+  if (!name.startsWith(TEMP_PREFIX)) return false;
+  const parts = TEMP_NAME.exec(name);
+  if (parts !== null && parts[1] === HOST_TAG && !processAlive(Number(parts[2]))) return true;
+  try {
+    return Date.now() - statSync(join(folder, name)).mtimeMs > TEMP_MAX_AGE_MS;
+  } catch {
+    return false;
+  }
+}
+
+/** Best effort: another process may be removing the same files. */
+function removeStaleTemporaries(folder: string): void {
+  for (const name of listFolder(folder)) {
+    if (isStaleTemporary(folder, name)) rmSync(join(folder, name), { force: true, recursive: true });
+  }
+}
+
+/** The compiler exited with success but `path` is not there: a broken compiler or wrapper. */
+function readCompilerOutput(path: string, compiler: CompilerInfo): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw new KeOpsError(
+      'ERR_COMPILE',
+      `${compiler.path} reported success but wrote no shared object (${(e as Error).message}); check CXX`,
+      { cause: e },
+    );
+  }
+}
+
+function entryFlags(spec: CpuKernelSpec): string[] {
+  return kernelCompilerFlags(spec.source.length, spec.compilerFlags);
 }
 
 function loadKernel(path: string): CpuKernelHandle {
@@ -153,8 +213,8 @@ function loadKernel(path: string): CpuKernelHandle {
 }
 
 /** Loads an existing entry if it is intact and loadable; undefined means "compile it". */
-function loadEntryIfValid(path: string, file: Buffer | undefined): CpuKernelHandle | undefined {
-  if (file === undefined || !isIntactEntry(file)) return undefined;
+function loadEntryIfValid(path: string, key: string, file: Buffer | undefined): CpuKernelHandle | undefined {
+  if (file === undefined || !isIntactEntry(file, key)) return undefined;
   try {
     return nativeAddon().loadCpuKernel(path);
   } catch {
@@ -163,6 +223,7 @@ function loadEntryIfValid(path: string, file: Buffer | undefined): CpuKernelHand
 }
 
 function cacheFolderError(folder: string, e: unknown): KeOpsError {
+  if (e instanceof KeOpsError) return e;
   return new KeOpsError(
     'ERR_CACHE',
     `cannot use the kernel cache folder ${folder} (${(e as Error).message}); set KEOPS_CACHE_DIR to a writable folder`,
@@ -178,7 +239,7 @@ function remember(acquired: AcquiredCpuKernel): AcquiredCpuKernel {
 /** The kernel for `spec`: from memory, from disk, or compiled now (once per key, however many callers wait). */
 export async function acquireCpuKernel(spec: CpuKernelSpec): Promise<AcquiredCpuKernel> {
   const compiler = await findCompiler();
-  const flags = [...new Set([...baseCompilerFlags(), ...spec.compilerFlags])];
+  const flags = entryFlags(spec);
   const key = entryKey(spec, compiler, flags);
   const folder = cacheFolder();
   const path = join(folder, `${key}.so`);
@@ -188,13 +249,14 @@ export async function acquireCpuKernel(spec: CpuKernelSpec): Promise<AcquiredCpu
   if (pending === undefined) {
     pending = (async (): Promise<AcquiredCpuKernel> => {
       const existing = await readFile(path).catch(() => undefined);
-      const fromDisk = loadEntryIfValid(path, existing);
+      const fromDisk = loadEntryIfValid(path, key, existing);
       if (fromDisk !== undefined) {
         return remember({ kernel: fromDisk, key, path, origin: 'disk', compileMs: 0 });
       }
       await mkdir(folder, { recursive: true }).catch((e: unknown) => {
         throw cacheFolderError(folder, e);
       });
+      removeStaleTemporaries(folder);
       const temp = tempBase(folder, key);
       const started = performance.now();
       try {
@@ -203,10 +265,15 @@ export async function acquireCpuKernel(spec: CpuKernelSpec): Promise<AcquiredCpu
         });
         await compileSlots.run(() => compileSharedObject(compiler, flags, `${temp}.cpp`, `${temp}.so`));
         const compileMs = performance.now() - started;
-        await writeFile(`${temp}.so`, withTrailer(await readFile(`${temp}.so`)));
+        const body = readCompilerOutput(`${temp}.so`, compiler);
+        await writeFile(`${temp}.so`, withTrailer(body, key)).catch((e: unknown) => {
+          throw cacheFolderError(folder, e);
+        });
         // Load before publishing: a kernel that cannot load never becomes a cache entry.
         const kernel = loadKernel(`${temp}.so`);
-        await rename(`${temp}.so`, path);
+        await rename(`${temp}.so`, path).catch((e: unknown) => {
+          throw cacheFolderError(folder, e);
+        });
         return remember({ kernel, key, path, origin: 'compiled', compileMs });
       } finally {
         await rm(`${temp}.cpp`, { force: true });
@@ -221,7 +288,7 @@ export async function acquireCpuKernel(spec: CpuKernelSpec): Promise<AcquiredCpu
 /** Synchronous `acquireCpuKernel`, for `callSync`: blocks while compiling. */
 export function acquireCpuKernelSync(spec: CpuKernelSpec): AcquiredCpuKernel {
   const compiler = findCompilerSync();
-  const flags = [...new Set([...baseCompilerFlags(), ...spec.compilerFlags])];
+  const flags = entryFlags(spec);
   const key = entryKey(spec, compiler, flags);
   const folder = cacheFolder();
   const path = join(folder, `${key}.so`);
@@ -233,13 +300,14 @@ export function acquireCpuKernelSync(spec: CpuKernelSpec): AcquiredCpuKernel {
   } catch {
     existing = undefined;
   }
-  const fromDisk = loadEntryIfValid(path, existing);
+  const fromDisk = loadEntryIfValid(path, key, existing);
   if (fromDisk !== undefined) return remember({ kernel: fromDisk, key, path, origin: 'disk', compileMs: 0 });
   try {
     mkdirSync(folder, { recursive: true });
   } catch (e) {
     throw cacheFolderError(folder, e);
   }
+  removeStaleTemporaries(folder);
   const temp = tempBase(folder, key);
   const started = performance.now();
   try {
@@ -250,9 +318,18 @@ export function acquireCpuKernelSync(spec: CpuKernelSpec): AcquiredCpuKernel {
     }
     compileSharedObjectSync(compiler, flags, `${temp}.cpp`, `${temp}.so`);
     const compileMs = performance.now() - started;
-    writeFileSync(`${temp}.so`, withTrailer(readFileSync(`${temp}.so`)));
+    const body = readCompilerOutput(`${temp}.so`, compiler);
+    try {
+      writeFileSync(`${temp}.so`, withTrailer(body, key));
+    } catch (e) {
+      throw cacheFolderError(folder, e);
+    }
     const kernel = loadKernel(`${temp}.so`);
-    renameSync(`${temp}.so`, path);
+    try {
+      renameSync(`${temp}.so`, path);
+    } catch (e) {
+      throw cacheFolderError(folder, e);
+    }
     return remember({ kernel, key, path, origin: 'compiled', compileMs });
   } finally {
     rmSync(`${temp}.cpp`, { force: true });
@@ -272,12 +349,12 @@ export function readCacheEntrySync(key: string, extension: 'cubin' | 'ptx'): Buf
   } catch {
     return undefined;
   }
-  return isIntactEntry(file) ? file.subarray(0, file.length - TRAILER_BYTES) : undefined;
+  return isIntactEntry(file, key) ? file.subarray(0, file.length - TRAILER_BYTES) : undefined;
 }
 
 export async function readCacheEntry(key: string, extension: 'cubin' | 'ptx'): Promise<Buffer | undefined> {
   const file = await readFile(join(cacheFolder(), `${key}.${extension}`)).catch(() => undefined);
-  return file !== undefined && isIntactEntry(file)
+  return file !== undefined && isIntactEntry(file, key)
     ? file.subarray(0, file.length - TRAILER_BYTES)
     : undefined;
 }
@@ -288,7 +365,7 @@ export function writeCacheEntrySync(key: string, extension: 'cubin' | 'ptx', bod
   const temp = `${tempBase(folder, key)}.${extension}`;
   try {
     mkdirSync(folder, { recursive: true });
-    writeFileSync(temp, withTrailer(body));
+    writeFileSync(temp, withTrailer(body, key));
     renameSync(temp, path);
   } catch (e) {
     rmSync(temp, { force: true });
@@ -307,7 +384,7 @@ export async function writeCacheEntry(
   const temp = `${tempBase(folder, key)}.${extension}`;
   try {
     await mkdir(folder, { recursive: true });
-    await writeFile(temp, withTrailer(body));
+    await writeFile(temp, withTrailer(body, key));
     await rename(temp, path);
   } catch (e) {
     await rm(temp, { force: true });
@@ -329,16 +406,18 @@ export function cacheInfo(): CacheInfo {
   const folder = cacheFolder();
   let entries = 0;
   let bytes = 0;
+  let staleTemporaries = 0;
   for (const name of listFolder(folder)) {
     if (!ENTRY_NAME.test(name) && !name.startsWith(TEMP_PREFIX)) continue;
     try {
       bytes += statSync(join(folder, name)).size;
       if (ENTRY_NAME.test(name)) entries++;
+      else if (isStaleTemporary(folder, name)) staleTemporaries++;
     } catch {
       // removed by another process meanwhile
     }
   }
-  return { folder, entries, bytes };
+  return { folder, entries, bytes, staleTemporaries };
 }
 
 /**
@@ -349,7 +428,7 @@ export function clearCache(): CacheInfo {
   const before = cacheInfo();
   for (const name of listFolder(before.folder)) {
     if (ENTRY_NAME.test(name) || name.startsWith(TEMP_PREFIX)) {
-      rmSync(join(before.folder, name), { force: true });
+      rmSync(join(before.folder, name), { force: true, recursive: true });
     }
   }
   return before;

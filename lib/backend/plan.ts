@@ -13,6 +13,7 @@ import { KeOpsError, type KeOpsErrorCode } from '../errors';
 import type { FormulaVariable } from '../formula/aliases';
 import { batchOffset, broadcastBatchShape, normalizeRanges, type RangeBlock } from '../reference';
 import { DeviceArray } from './cuda/device-array';
+import { detachedError, elementCount, isDetached } from './typed-arrays';
 import { checkedBatchCount } from './limits';
 import { fromUserCode } from '../validate';
 
@@ -58,6 +59,8 @@ export interface ReductionPlan {
   readonly device?: number;
   /** Whether the positions are read by the formula (false: a placeholder argument). */
   readonly declared: readonly boolean[];
+  /** Per position, the values one job reads from its argument (rows x dim; 0 for a placeholder). */
+  readonly argElements: Float64Array;
   readonly jobs: readonly PlannedJob[];
   /** Quads (rowBegin, rowEnd, firstInterval, intervalCount) covering [0, nx), and the [start, end) pairs. */
   readonly blocks: Float64Array;
@@ -111,6 +114,9 @@ function readArg(arg: unknown, v: FormulaVariable | undefined, pos: number): Arg
   const data = isShaped ? (arg as { data: unknown }).data : arg;
   const dtype = dtypeOf(data, what);
   const array = data as ArgData;
+  // The real element count, whatever a subclass getter or an own `length` property claims.
+  const length = array instanceof DeviceArray ? array.length : elementCount(array, what);
+  if (length === 0 && !(array instanceof DeviceArray) && isDetached(array)) throw detachedError(what);
   if (v === undefined) return { data: array, rows: 0, batch: [], dtype }; // a position no formula reads
   const minRank = v.cat === 2 ? 1 : 2;
   if (isShaped) {
@@ -123,8 +129,8 @@ function readArg(arg: unknown, v: FormulaVariable | undefined, pos: number): Arg
     }
     const shape = shapeValue as number[];
     const size = shape.reduce((p, s) => p * s, 1);
-    if (size !== array.length) {
-      throw fail('ERR_ARG_SHAPE', `${what}: shape [${shape}] needs ${size} values, got ${array.length}`);
+    if (size !== length) {
+      throw fail('ERR_ARG_SHAPE', `${what}: shape [${shape}] needs ${size} values, got ${length}`);
     }
     if (shape[shape.length - 1] !== v.dim) {
       throw fail('ERR_ARG_SHAPE', `${what}: the last entry of shape [${shape}] must be the dim ${v.dim}`);
@@ -132,13 +138,13 @@ function readArg(arg: unknown, v: FormulaVariable | undefined, pos: number): Arg
     const rows = v.cat === 2 ? 1 : shape[shape.length - 2];
     return { data: array, rows, batch: shape.slice(0, shape.length - minRank), dtype };
   }
-  if (array.length % v.dim !== 0) {
-    throw fail('ERR_ARG_SHAPE', `${what}: ${array.length} values is not a multiple of the dim ${v.dim}`);
+  if (length % v.dim !== 0) {
+    throw fail('ERR_ARG_SHAPE', `${what}: ${length} values is not a multiple of the dim ${v.dim}`);
   }
-  if (v.cat === 2 && array.length !== v.dim) {
-    throw fail('ERR_ARG_SHAPE', `${what}: a parameter needs exactly ${v.dim} values, got ${array.length}`);
+  if (v.cat === 2 && length !== v.dim) {
+    throw fail('ERR_ARG_SHAPE', `${what}: a parameter needs exactly ${v.dim} values, got ${length}`);
   }
-  return { data: array, rows: array.length / v.dim, batch: [], dtype };
+  return { data: array, rows: length / v.dim, batch: [], dtype };
 }
 
 function commonRows(
@@ -309,9 +315,35 @@ export function planReduction(
     inputs: infos.map((info) => info.data),
     ...(device === undefined ? {} : { device }),
     declared: byPosition.map((v) => v !== undefined),
+    argElements: Float64Array.from(infos, (info, pos) => {
+      const v = byPosition[pos];
+      return v === undefined ? 0 : (v.cat === 2 ? 1 : info.rows) * v.dim;
+    }),
     jobs,
     blocks,
     intervals,
     pairCount: pairsPerJob * jobs.length,
   };
+}
+
+/** A fresh array of the same values (the constructor reads the source's internal slots, not its properties). */
+function copyOf(array: FloatArray): FloatArray {
+  return array instanceof Float32Array ? new Float32Array(array) : new Float64Array(array);
+}
+
+/**
+ * The same plan on private copies of its host inputs: for a call that cannot hand its inputs to the addon (which
+ * copies them) before returning to the caller, so that what the caller then does with its arrays (overwrite,
+ * transfer, shrink) cannot change the call.
+ */
+export function snapshotPlan(plan: ReductionPlan): ReductionPlan {
+  const copies = plan.inputs.map((data) => (data instanceof DeviceArray ? data : copyOf(data)));
+  const jobs = plan.jobs.map((job): PlannedJob => ({
+    offsets: job.offsets,
+    args: job.args.map((view, pos) => {
+      const copy = copies[pos] as FloatArray;
+      return copy.subarray(job.offsets[pos], job.offsets[pos] + elementCount(view, `argument ${pos}`));
+    }),
+  }));
+  return { ...plan, inputs: copies, jobs };
 }

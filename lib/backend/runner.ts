@@ -17,7 +17,10 @@
  *       sumScheme?: SumScheme; dtypeAcc?: DtypeAcc; backend?: Backend; threads?: number;
  *       label?: string;                         // names the reduction in error messages, e.g. 'Sum'
  *     }
- *     interface RunOptions { ranges?: GenredRanges; backend?: Backend; threads?: number; device?: number }
+ *     interface RunOptions {
+ *       ranges?: GenredRanges; backend?: Backend; threads?: number; device?: number;
+ *       signal?: AbortSignal;                   // aborts the call (ERR_ABORTED); a CPU kernel stops within a tile
+ *     }
  *     interface RawRun extends RawReductionOutput {   // { val, idx, rows } + how the call was planned
  *       dtype: Dtype; nx: number; ny: number; batchShape: readonly number[];
  *     }
@@ -43,10 +46,17 @@ import type { FormulaVariable } from '../formula/aliases';
 import type { GenredReduction, GenredResult, RawReductionOutput } from '../formula/genred-reductions';
 import type { Reduction } from '../formula/reduction';
 import { type AcquiredCpuKernel, acquireCpuKernel, acquireCpuKernelSync, type CpuKernelSpec } from './cache';
-import { runCpuReduction, runCpuReductionSync } from './cpu/run';
+import { runCpuReduction, runCpuReductionSync, throwIfAborted } from './cpu/run';
+import {
+  type CallArg,
+  type Dtype,
+  type GenredRanges,
+  planReduction,
+  type ReductionPlan,
+  snapshotPlan,
+} from './plan';
 import { describeValue } from '../validate';
 import { checkIndexRange, checkOutputSize } from './limits';
-import { type CallArg, type Dtype, type GenredRanges, planReduction, type ReductionPlan } from './plan';
 import {
   type CudaDevice,
   cudaUsable,
@@ -55,6 +65,7 @@ import {
   openCudaDeviceSync,
 } from './cuda/device';
 import { DeviceArray } from './cuda/device-array';
+import { knownRuntimeInfo } from './cuda/runtime';
 import { type AcquiredCudaKernels, acquireCudaKernels, acquireCudaKernelsSync } from './cuda/kernels';
 import { type CudaDeviceOutput, runCudaReduction, runCudaReductionSync } from './cuda/run';
 
@@ -87,6 +98,11 @@ export interface RunOptions {
   readonly threads?: number;
   /** GPU ordinal for the CUDA backend (default: that of the DeviceArray arguments, else 0). */
   readonly device?: number;
+  /**
+   * Aborts the call with ERR_ABORTED: checked before planning, compiling and running; a running CPU kernel
+   * stops within about one tile of work and frees what it holds. (A CUDA launch runs to its end.)
+   */
+  readonly signal?: AbortSignal;
 }
 
 /** A result kept on the GPU (`output: 'device'`): the shapes of GenredResult, with DeviceArrays. */
@@ -231,7 +247,7 @@ export class ReductionRunner {
    * never copy it to the host; the others (LogSumExp, SoftMax) finish on the host and upload the result.
    */
   async callToDevice(args: readonly CallArg[], options: RunOptions = {}): Promise<GenredDeviceResult> {
-    const prepared = this.prepare(args, options);
+    const prepared = snapshot(this.prepare(args, options));
     const release = holdDeviceInputs(prepared.plan);
     try {
       return await this.runToDevice(prepared, options);
@@ -242,6 +258,7 @@ export class ReductionRunner {
 
   private async runToDevice(prepared: Prepared, options: RunOptions): Promise<GenredDeviceResult> {
     const { plan, target } = await this.withTarget(prepared, options, true);
+    throwIfAborted(options.signal);
     if (target.backend !== 'cuda') throw new KeOpsError('ERR_INTERNAL', 'device output planned on the CPU');
     const device = await openCudaDevice(target.ordinal);
     const acquired = await this.acquireCuda(plan.dtype, device);
@@ -265,7 +282,11 @@ export class ReductionRunner {
 
   /** The raw engine output (before `resolved.postprocess`), e.g. to backpropagate through the reduction. */
   async callRaw(args: readonly CallArg[], options: RunOptions = {}): Promise<RawRun> {
-    const prepared = this.prepare(args, options);
+    const direct = this.prepare(args, options);
+    // The usual server case: the addon takes its copy of the inputs before this call returns.
+    const started = this.startCpuRunNow(direct, options);
+    if (started !== undefined) return withPlan(await started, direct.plan);
+    const prepared = snapshot(direct);
     const release = holdDeviceInputs(prepared.plan);
     try {
       return await this.runRaw(prepared, options);
@@ -276,6 +297,7 @@ export class ReductionRunner {
 
   private async runRaw(prepared: Prepared, options: RunOptions): Promise<RawRun> {
     const { plan, threads, target } = await this.withTarget(prepared, options, false);
+    throwIfAborted(options.signal);
     if (target.backend === 'cuda') {
       const device = await openCudaDevice(target.ordinal);
       const acquired = await this.acquireCuda(plan.dtype, device);
@@ -285,7 +307,10 @@ export class ReductionRunner {
       );
     }
     const { kernel } = this.readyKernels.get(plan.dtype) ?? (await this.acquire(plan.dtype));
-    return withPlan(await runCpuReduction(kernel, plan, this.reduction.layout, threads), plan);
+    return withPlan(
+      await runCpuReduction(kernel, plan, this.reduction.layout, threads, options.signal),
+      plan,
+    );
   }
 
   callRawSync(args: readonly CallArg[], options: RunOptions = {}): RawRun {
@@ -400,6 +425,24 @@ export class ReductionRunner {
     return pending;
   }
 
+  /**
+   * Starts the CPU run at once when nothing has to be awaited first (CPU target known, kernel loaded), so that
+   * the addon copies the inputs before control returns to the caller; undefined otherwise.
+   */
+  private startCpuRunNow(prepared: Prepared, options: RunOptions): Promise<RawReductionOutput> | undefined {
+    const { plan, threads } = prepared;
+    if (plan.device !== undefined) return undefined;
+    const backend = options.backend ?? this.backend;
+    if (backend === 'cuda') return undefined;
+    if (backend === 'auto') {
+      const known = knownRuntimeInfo();
+      if (known === undefined || (known.backend === 'cuda' && known.devices.length > 0)) return undefined;
+    }
+    const ready = this.readyKernels.get(plan.dtype);
+    if (ready === undefined) return undefined;
+    return runCpuReduction(ready.kernel, plan, this.reduction.layout, threads, options.signal);
+  }
+
   private prepare(args: readonly CallArg[], options: RunOptions): Prepared {
     if (typeof options !== 'object' || options === null) throw invalid('call options must be an object');
     checkChoice('backend', options.backend ?? this.backend, BACKENDS);
@@ -407,6 +450,10 @@ export class ReductionRunner {
       throw invalid(`device must be an integer >= 0, got ${describeValue(options.device)}`);
     }
     const threads = options.threads === undefined ? this.threads : checkThreads(options.threads);
+    if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
+      throw invalid('signal must be an AbortSignal');
+    }
+    throwIfAborted(options.signal);
     const plan = planReduction(args, this.variables, this.argCount, this.reduction.tag, options.ranges);
     if (this.dtypeAcc === 'float32' && plan.dtype === 'float64') {
       throw invalid("dtypeAcc 'float32' cannot accumulate float64 data");
@@ -472,6 +519,15 @@ export class ReductionRunner {
     this.kernelSpecs.set(dtype, spec);
     return spec;
   }
+}
+
+/**
+ * An asynchronous call that must await something (compilation, the GPU probe) before its kernel starts works on
+ * copies of its host inputs taken now, so that what the caller does with the arrays meanwhile (overwrite,
+ * transfer, shrink) cannot change or break it.
+ */
+function snapshot(prepared: Prepared): Prepared {
+  return { ...prepared, plan: snapshotPlan(prepared.plan) };
 }
 
 /** Holds the DeviceArray inputs of a call from its submission to its end (see DeviceArray.retain). */

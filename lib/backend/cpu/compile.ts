@@ -2,8 +2,13 @@
  * The system C++ compiler: finding it (`CXX`, else c++ / g++ / clang++ on PATH), identifying it for cache keys,
  * and compiling one generated kernel into a shared object. The async variants never block the event loop; the
  * sync ones exist for `callSync`.
+ *
+ * `CXX` is an executable (a path may contain spaces), or a command followed by arguments (`g++ -m64`).
+ * `CXXFLAGS` (whitespace-separated) is appended after the library's flags, so it can override them (`-O2`).
+ * A compilation that runs longer than `KEOPS_COMPILE_TIMEOUT` seconds (default 600; 0 = no limit) is killed with
+ * its whole process group: ERR_COMPILE_TIMEOUT.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -27,9 +32,48 @@ export interface CompilerInfo {
   readonly identity: string;
 }
 
+/**
+ * Above this many characters of generated source, kernels are compiled at -O1: -O3 on very large formulas
+ * (a sum of thousands of terms, a 2000-deep nesting) takes minutes of compiler time for little gain, while -O1
+ * compiles them in seconds.
+ */
+export const LARGE_SOURCE_CHARS = 100_000;
+
+/** Default of KEOPS_COMPILE_TIMEOUT, seconds. */
+const DEFAULT_COMPILE_TIMEOUT_S = 600;
+
 /** Flags every kernel gets, before the generator's own. */
 export function baseCompilerFlags(): string[] {
   return ['-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', `-I${nativeIncludeDir()}`];
+}
+
+/** The user's CXXFLAGS, appended after every other flag (they are part of the cache key like the others). */
+export function userCompilerFlags(): string[] {
+  return (process.env.CXXFLAGS ?? '').split(/\s+/).filter((flag) => flag !== '');
+}
+
+/**
+ * The full flag list of a kernel: base flags, the generator's, the user's CXXFLAGS last. Above
+ * LARGE_SOURCE_CHARS of source, every optimisation level but the user's is replaced by -O1.
+ */
+export function kernelCompilerFlags(sourceChars: number, generatorFlags: readonly string[]): string[] {
+  const own = [...new Set([...baseCompilerFlags(), ...generatorFlags])];
+  const leveled = sourceChars > LARGE_SOURCE_CHARS ? [...own.filter((f) => !/^-O/.test(f)), '-O1'] : own;
+  return [...leveled, ...userCompilerFlags()];
+}
+
+/** KEOPS_COMPILE_TIMEOUT in milliseconds; 0 = no limit. */
+export function compileTimeoutMs(): number {
+  const raw = process.env.KEOPS_COMPILE_TIMEOUT;
+  if (raw === undefined || raw.trim() === '') return DEFAULT_COMPILE_TIMEOUT_S * 1000;
+  const seconds = Number(raw);
+  if (!Number.isFinite(seconds) || seconds < 0) {
+    throw new KeOpsError(
+      'ERR_INVALID_ARGUMENT',
+      `KEOPS_COMPILE_TIMEOUT must be a number of seconds >= 0 (0 = no limit), got ${JSON.stringify(raw)}`,
+    );
+  }
+  return Math.round(seconds * 1000);
 }
 
 function noCompilerError(looked: string, cause?: unknown): KeOpsError {
@@ -71,6 +115,9 @@ interface CompilerCandidate {
 function pickCompiler(): CompilerCandidate {
   const cxx = process.env.CXX?.trim();
   if (cxx) {
+    // A path with spaces ("/opt/my tools/g++") names the compiler as a whole.
+    const whole = locate(cxx);
+    if (whole !== undefined) return { path: whole, leadingArgs: [], looked: `CXX=${cxx}` };
     const [command, ...leadingArgs] = cxx.split(/\s+/);
     const path = locate(command);
     if (path === undefined) throw noCompilerError(`CXX=${cxx}`);
@@ -149,6 +196,14 @@ function compilerArgs(
   return [...compiler.leadingArgs, ...flags, '-o', output, source];
 }
 
+function timeoutError(compiler: CompilerInfo, ms: number): KeOpsError {
+  return new KeOpsError(
+    'ERR_COMPILE_TIMEOUT',
+    `compiling the CPU kernel with ${compiler.path} took longer than ${ms / 1000} s and was stopped; ` +
+      'raise KEOPS_COMPILE_TIMEOUT (seconds, 0 = no limit) or simplify the formula',
+  );
+}
+
 function compileError(compiler: CompilerInfo, e: unknown): KeOpsError {
   const err = e as { code?: unknown; stderr?: unknown; stdout?: unknown; message?: string };
   if (err.code === 'ENOENT' || err.code === 'EACCES') return noCompilerError(compiler.path, e);
@@ -159,20 +214,63 @@ function compileError(compiler: CompilerInfo, e: unknown): KeOpsError {
   });
 }
 
-/** Compiles `sourcePath` into the shared object `outputPath`. Throws ERR_COMPILE with the compiler log. */
+/**
+ * Compiles `sourcePath` into the shared object `outputPath`. Throws ERR_COMPILE with the compiler log, or
+ * ERR_COMPILE_TIMEOUT after killing the compiler and everything it started (its own process group).
+ */
 export async function compileSharedObject(
   compiler: CompilerInfo,
   flags: readonly string[],
   sourcePath: string,
   outputPath: string,
 ): Promise<void> {
+  const limit = compileTimeoutMs();
+  const child = spawn(compiler.path, compilerArgs(compiler, flags, sourcePath, outputPath), {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true, // its own process group, so a timeout kills cc1plus / as / ld too
+  });
+  let log = '';
+  const keep = (chunk: Buffer): void => {
+    log += chunk.toString('utf8');
+    if (log.length > 4 * MAX_LOG_CHARS) log = log.slice(-2 * MAX_LOG_CHARS);
+  };
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
+  let timedOut = false;
+  const timer =
+    limit > 0
+      ? setTimeout(() => {
+          timedOut = true;
+          killGroup(child.pid);
+        }, limit)
+      : undefined;
   try {
-    await execFileAsync(compiler.path, compilerArgs(compiler, flags, sourcePath, outputPath), {
-      encoding: 'utf8',
-      maxBuffer: 64 * 1024 * 1024,
+    const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(
+      (done, fail) => {
+        child.once('error', fail);
+        child.once('close', (exitCode, exitSignal) => done({ code: exitCode, signal: exitSignal }));
+      },
+    ).catch((e: unknown) => {
+      throw compileError(compiler, e);
     });
-  } catch (e) {
-    throw compileError(compiler, e);
+    if (timedOut) throw timeoutError(compiler, limit);
+    if (code !== 0) {
+      throw compileError(compiler, {
+        stderr: log,
+        message: `the compiler exited with ${signal === null ? `code ${code}` : `signal ${signal}`}`,
+      });
+    }
+  } finally {
+    if (timer !== undefined) clearTimeout(timer);
+  }
+}
+
+function killGroup(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // already gone
   }
 }
 
@@ -182,13 +280,18 @@ export function compileSharedObjectSync(
   sourcePath: string,
   outputPath: string,
 ): void {
+  const limit = compileTimeoutMs();
   try {
     execFileSync(compiler.path, compilerArgs(compiler, flags, sourcePath, outputPath), {
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'pipe'],
       maxBuffer: 64 * 1024 * 1024,
+      // The synchronous variant can kill the compiler driver only (not its children, which then find no driver
+      // to hand their output to and exit when done).
+      ...(limit > 0 ? { timeout: limit, killSignal: 'SIGKILL' as const } : {}),
     });
   } catch (e) {
+    if ((e as { code?: unknown }).code === 'ETIMEDOUT') throw timeoutError(compiler, limit);
     throw compileError(compiler, e);
   }
 }

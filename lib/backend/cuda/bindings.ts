@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path';
 import { KeOpsError } from '../../errors';
-import { nativeAddon } from '../native';
+import { nativeAddon, REBUILD_HINT } from '../native';
 
 /** The driver library, as the driver package installs it. */
 export const CUDA_DRIVER_LIBRARY = 'libcuda.so.1';
@@ -195,7 +195,7 @@ export function cudaBindings(): CudaBindings {
   ) {
     throw new KeOpsError(
       'ERR_NATIVE',
-      'the keops-node native addon has no CUDA functions (built from older sources): rebuild it with `npm run build:native`',
+      `the keops-node native addon has no CUDA functions (built from older sources): ${REBUILD_HINT}`,
     );
   }
   return addon as CudaBindings;

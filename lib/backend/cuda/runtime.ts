@@ -165,6 +165,11 @@ export async function cachedRuntimeInfo(): Promise<RuntimeInfo> {
   return info;
 }
 
+/** The cached answer of cachedRuntimeInfo(), if there is one yet (never probes). */
+export function knownRuntimeInfo(): RuntimeInfo | undefined {
+  return lastAnswers.get(configKey());
+}
+
 export function cachedRuntimeInfoSync(): RuntimeInfo {
   const known = lastAnswers.get(configKey());
   if (known !== undefined) return known;
