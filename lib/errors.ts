@@ -32,6 +32,11 @@ export type KeOpsErrorCode =
   | 'ERR_CUDA_OOM' // CUDA or NVRTC ran out of memory (what the call allocated is freed again)
   | 'ERR_DISPOSED' // a DeviceArray (or CUDA device) was used after dispose()
   | 'ERR_DEVICE_MISMATCH' // arrays of one call live on different GPUs, or not on the GPU the call runs on
+  | 'ERR_PARTIAL_MISMATCH' // partial results of different reductions, dtypes, rows, or overlapping slices
+  | 'ERR_PARTIAL_FORMAT' // bytes that are not a valid serialised partial result (truncated, corrupt, other version)
+  | 'ERR_MEMORY_LIMIT' // a chunked run's memoryLimit is too small (the message names the minimum)
+  | 'ERR_SOURCE' // a row source threw, or returned rows of the wrong length, dtype or dimension
+  | 'ERR_ABORTED' // the run was cancelled through its AbortSignal
   | 'ERR_INTERNAL'; // a bug in keops-node: please report it
 
 export interface KeOpsErrorOptions {

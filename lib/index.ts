@@ -88,3 +88,21 @@ export {
   unpermuteRows,
 } from './cluster';
 export { genericArgKMin, genericArgMin, genericLogSumExp, genericSum } from './generic';
+export {
+  type ChunkedIndices,
+  type ChunkedOptions,
+  type ChunkedProgress,
+  type ChunkedResult,
+  DEFAULT_MEMORY_LIMIT,
+  INT32_INDEX_LIMIT,
+  PAIRS_PER_CALL,
+  PARTIAL_FORMAT_VERSION,
+  type PartialComputeOptions,
+  PartialReducer,
+  PartialResult,
+  type RangeRowSource,
+  reduceChunked,
+  type RowSlice,
+  type RowSource,
+  type StreamRowSource,
+} from './jobs/index';
