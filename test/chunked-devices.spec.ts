@@ -63,6 +63,7 @@ describe('chunked runs on several GPUs', function () {
     expect(error.code).to.equal('ERR_CUDA');
     expect(error.message).to.contain('GPU 2 failed');
     const missing = await rejection(reduceChunked(reducer, [x, y, b], { devices: [0, 7] }));
+    expect(missing.code).to.equal('ERR_NO_GPU');
     expect(missing.message).to.contain('GPU 7');
   });
 });

@@ -295,14 +295,16 @@ class ChunkedRun {
   private async lanes(): Promise<Lane[]> {
     const { devices, backend, threads } = this.settings;
     if (devices === undefined) return [{ options: { backend, threads } }];
-    let ordinals: readonly number[];
-    if (devices === 'all') {
-      const info = await runtimeInfo();
-      if (info.devices.length === 0) {
-        throw new KeOpsError('ERR_NO_GPU', `devices: 'all' found no usable GPU (${info.reason ?? 'no device'})`);
+    const info = await runtimeInfo();
+    if (info.backend !== 'cuda' || info.devices.length === 0) {
+      throw new KeOpsError('ERR_NO_GPU', `devices: no usable GPU (${info.reason ?? 'no device'})`);
+    }
+    const ordinals = devices === 'all' ? info.devices.map((_, k) => k) : devices;
+    for (const d of ordinals) {
+      if (d >= info.devices.length) {
+        throw new KeOpsError('ERR_NO_GPU', `devices: there is no GPU ${d} (this machine has ${info.devices.length})`);
       }
-      ordinals = info.devices.map((_, k) => k);
-    } else ordinals = devices;
+    }
     return ordinals.map((device) => ({ options: { backend: 'cuda', device, threads }, device }));
   }
 
@@ -366,8 +368,11 @@ class ChunkedRun {
           const j1 = Math.min(N, j0 + chunk);
           const reducedRows = await next;
           next = j1 < N ? readChunk(j1) : undefined; // overlaps the reads of the next chunk with this one's compute
+          // At least one piece per lane, so that every GPU works on every chunk.
+          const count = Math.min(j1 - j0, Math.max(lanes.length, Math.ceil((j1 - j0) / perCall)));
+          const size = Math.ceil((j1 - j0) / count);
           const pieces: [number, number][] = [];
-          for (let a = j0; a < j1; a += perCall) pieces.push([a, Math.min(j1, a + perCall)]);
+          for (let a = j0; a < j1; a += size) pieces.push([a, Math.min(j1, a + size)]);
           await this.runPieces(lanes, pieces, (a, z) => this.argsFor(outputRows, reducedRows, j0, a, z), state, i1 - i0);
         }
       } finally {
