@@ -62,11 +62,13 @@ async function main(): Promise<void> {
         });
   const x = uniform(M * D, 7);
   const gamma = Float32Array.of(10);
-  const weights = (start: number, end: number) => Float32Array.from({ length: end - start }, (_, k) => ((start + k) % 7) / 7);
+  const weights = (start: number, end: number) =>
+    Float32Array.from({ length: end - start }, (_, k) => ((start + k) % 7) / 7);
   // Warm-up: compile (or load) both kernels outside the clock.
   const small = baseRows(0, 1000);
   const reducer = new PartialReducer(g);
-  const warmArgs = reduction === 'sum' ? [x.subarray(0, 30), small, weights(0, 1000), gamma] : [x.subarray(0, 30), small];
+  const warmArgs =
+    reduction === 'sum' ? [x.subarray(0, 30), small, weights(0, 1000), gamma] : [x.subarray(0, 30), small];
   await g.call(warmArgs);
   await reducer.compute(warmArgs);
 

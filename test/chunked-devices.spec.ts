@@ -32,7 +32,9 @@ describe('chunked runs on several GPUs', function () {
   const r = rng(41);
   const M = 33;
   const N = 150;
-  const [x, y, b] = [randArray(r, 3 * M), randArray(r, 3 * N), randArray(r, 2 * N)].map((a) => Float32Array.from(a));
+  const [x, y, b] = [randArray(r, 3 * M), randArray(r, 3 * N), randArray(r, 2 * N)].map((a) =>
+    Float32Array.from(a),
+  );
 
   it('splits the reduced axis over the devices and merges to the CPU result (ArgKMin exact, Sum within 1e-6)', async function () {
     const count = (await runtimeInfo()).devices.length;
@@ -45,9 +47,19 @@ describe('chunked runs on several GPUs', function () {
       const cpu = await new Genred(formula, ALIASES, { ...options, backend: 'cpu' }).call([x, y, b]);
       const reducer = new PartialReducer(new Genred(formula, ALIASES, { ...options, backend: 'cuda' }));
       for (const which of [devices, 'all'] as const) {
-        const result = await reduceChunked(reducer, [x, y, b], { devices: which, chunkRows: { reduced: 17 } });
-        if (reduction === 'ArgKMin') expect(Array.from(result as Int32Array)).to.deep.equal(Array.from(cpu as Int32Array));
-        else expectRelative(result as Float32Array, cpu as Float32Array, 1e-6, `${reduction} on ${String(which)}`);
+        const result = await reduceChunked(reducer, [x, y, b], {
+          devices: which,
+          chunkRows: { reduced: 17 },
+        });
+        if (reduction === 'ArgKMin')
+          expect(Array.from(result as Int32Array)).to.deep.equal(Array.from(cpu as Int32Array));
+        else
+          expectRelative(
+            result as Float32Array,
+            cpu as Float32Array,
+            1e-6,
+            `${reduction} on ${String(which)}`,
+          );
       }
     }
   });

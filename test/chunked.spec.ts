@@ -13,8 +13,7 @@ import { expectRelative, randArray, rejection, rng, useTestKernelCache } from '.
 
 const ALIASES = ['x = Vi(3)', 'y = Vj(3)', 'b = Vj(2)'];
 const gauss = () => new Genred('Exp(-SqDist(x,y))*b', ALIASES, { reduction: 'Sum', axis: 1, backend: 'cpu' });
-const knn = () =>
-  new Genred('SqDist(x,y)', ALIASES, { reduction: 'ArgKMin', k: 4, axis: 1, backend: 'cpu' });
+const knn = () => new Genred('SqDist(x,y)', ALIASES, { reduction: 'ArgKMin', k: 4, axis: 1, backend: 'cpu' });
 
 function data(M: number, N: number, seed: number): Float32Array[] {
   const r = rng(seed);
@@ -40,7 +39,7 @@ function streamSource(array: Float32Array, dim: number, r: () => number) {
   const state = { closed: false };
   async function* chunks() {
     try {
-      for (let at = 0; at < rows; ) {
+      for (let at = 0; at < rows;) {
         const n = Math.min(rows - at, r() < 0.3 ? 1 : 1 + Math.floor(r() * 9));
         yield array.slice(at * dim, (at + n) * dim);
         at += n;
@@ -76,9 +75,13 @@ describe('chunked runs', function () {
         const reduced = trial === 0 ? 1 : 1 + Math.floor(r() * 30);
         // A streamed reduced axis is read once: give it a single output block.
         const streamed = kinds[1] === 2 || kinds[2] === 2;
-        const result = await reduceChunked(reducer, [asSource(x, 3, kinds[0]), asSource(y, 3, kinds[1]), asSource(b, 2, kinds[2])], {
-          chunkRows: { output: streamed ? M : output, reduced },
-        });
+        const result = await reduceChunked(
+          reducer,
+          [asSource(x, 3, kinds[0]), asSource(y, 3, kinds[1]), asSource(b, 2, kinds[2])],
+          {
+            chunkRows: { output: streamed ? M : output, reduced },
+          },
+        );
         const what = `${g.reductionName} trial ${trial} (blocks of ${output}, chunks of ${reduced})`;
         expect(result.constructor, what).to.equal(whole.constructor);
         if (exact) expect(Array.from(result as Int32Array), what).to.deep.equal(Array.from(whole));
@@ -113,7 +116,9 @@ describe('chunked runs', function () {
     expect(Array.from(mid as Int32Array)).to.deep.equal(Array.from(whole));
     // A stream cannot be re-read for a second output block.
     const stream = streamSource(y, 3, rng(1));
-    const streamed = await rejection(reduceChunked(reducer, [x, stream.source, b], { memoryLimit: minimum * 2 }));
+    const streamed = await rejection(
+      reduceChunked(reducer, [x, stream.source, b], { memoryLimit: minimum * 2 }),
+    );
     expect(streamed.code).to.equal('ERR_MEMORY_LIMIT');
     expect(streamed.message).to.contain('read once');
   });
@@ -122,7 +127,10 @@ describe('chunked runs', function () {
     const [x, y, b] = data(10, 200, 23);
     const reports: { pairsDone: number; pairsTotal: number; elapsedMs: number }[] = [];
     const started = Date.now();
-    await reduceChunked(gauss(), [x, y, b], { chunkRows: { reduced: 2 }, onProgress: (p) => reports.push(p) });
+    await reduceChunked(gauss(), [x, y, b], {
+      chunkRows: { reduced: 2 },
+      onProgress: (p) => reports.push(p),
+    });
     const elapsed = Date.now() - started;
     expect(reports.length).to.be.at.least(1);
     expect(reports.length).to.be.at.most(Math.floor(elapsed / 100) + 2);
@@ -155,7 +163,10 @@ describe('chunked runs', function () {
       },
     };
     const error = await rejection(
-      reduceChunked(gauss(), [x, counting, stream.source], { chunkRows: { reduced: 10 }, signal: controller.signal }),
+      reduceChunked(gauss(), [x, counting, stream.source], {
+        chunkRows: { reduced: 10 },
+        signal: controller.signal,
+      }),
     );
     expect(error.code).to.equal('ERR_ABORTED');
     expect(reads).to.be.below(8);
@@ -165,9 +176,21 @@ describe('chunked runs', function () {
   describe('bad sources are ERR_SOURCE, naming the source and rows', function () {
     const [x, y, b] = data(6, 30, 25);
     const cases: [string, RowSource, RegExp][] = [
-      ['a short read', { rows: 30, read: (s, e) => y.slice(s * 3, e * 3 - 1) }, /source 1 \(y\): rows \[\d+, \d+\).*expected/],
-      ['a float64 read in a float32 run', { rows: 30, read: (s, e) => Float64Array.from(y.slice(s * 3, e * 3)) }, /float64/],
-      ['a non-array', { rows: 30, read: () => [1, 2, 3] as unknown as Float32Array }, /expected a Float32Array/],
+      [
+        'a short read',
+        { rows: 30, read: (s, e) => y.slice(s * 3, e * 3 - 1) },
+        /source 1 \(y\): rows \[\d+, \d+\).*expected/,
+      ],
+      [
+        'a float64 read in a float32 run',
+        { rows: 30, read: (s, e) => Float64Array.from(y.slice(s * 3, e * 3)) },
+        /float64/,
+      ],
+      [
+        'a non-array',
+        { rows: 30, read: () => [1, 2, 3] as unknown as Float32Array },
+        /expected a Float32Array/,
+      ],
       [
         'a throwing read',
         {
@@ -190,10 +213,12 @@ describe('chunked runs', function () {
     }
     it('mismatched row counts, unknown options and wrong source counts are rejected before any read', async function () {
       const ySource = rangeSource(y, 3);
-      expect((await rejection(reduceChunked(gauss(), [x, ySource, b.subarray(2)]))).code).to.equal('ERR_ARG_SHAPE');
-      expect((await rejection(reduceChunked(gauss(), [x, ySource, b], { memoryLimt: 5 } as never))).code).to.equal(
-        'ERR_INVALID_ARGUMENT',
+      expect((await rejection(reduceChunked(gauss(), [x, ySource, b.subarray(2)]))).code).to.equal(
+        'ERR_ARG_SHAPE',
       );
+      expect(
+        (await rejection(reduceChunked(gauss(), [x, ySource, b], { memoryLimt: 5 } as never))).code,
+      ).to.equal('ERR_INVALID_ARGUMENT');
       expect((await rejection(reduceChunked(gauss(), [x, ySource]))).code).to.equal('ERR_ARG_COUNT');
       expect(ySource.reads).to.equal(0);
     });

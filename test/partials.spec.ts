@@ -112,7 +112,11 @@ describe('partial results', function () {
     const f = b.variable(0, 2, 0);
     for (const def of REDUCTIONS.values()) {
       const formula =
-        def.name === 'Zero_Reduction' ? b.zero(2) : def.name.includes('SumShiftExp') ? b.variable(0, 1, 0) : f;
+        def.name === 'Zero_Reduction'
+          ? b.zero(2)
+          : def.name.includes('SumShiftExp')
+            ? b.variable(0, 1, 0)
+            : f;
       const red = makeReduction(def.name, formula, {
         tag: 0,
         k: def.syntax === 'k_tag' ? 3 : undefined,
@@ -126,7 +130,10 @@ describe('partial results', function () {
   });
 
   for (const dtype of ['float64', 'float32'] as const) {
-    const cases = dtype === 'float64' ? CASES : CASES.filter((c) => ['Sum', 'LogSumExp', 'ArgKMin'].includes(c.reduction));
+    const cases =
+      dtype === 'float64'
+        ? CASES
+        : CASES.filter((c) => ['Sum', 'LogSumExp', 'ArgKMin'].includes(c.reduction));
     for (const c of cases) {
       it(`${c.reduction}(${c.formula}${c.formula2 ? `, ${c.formula2}` : ''}) ${dtype}: merged partials = one call, any order`, async function () {
         const g = genred(c);
@@ -147,7 +154,8 @@ describe('partial results', function () {
         let level = shuffle(parts, r);
         while (level.length > 1) {
           const next: PartialResult[] = [];
-          for (let i = 0; i < level.length; i += 2) next.push(i + 1 < level.length ? reducer.merge([level[i + 1], level[i]]) : level[i]);
+          for (let i = 0; i < level.length; i += 2)
+            next.push(i + 1 < level.length ? reducer.merge([level[i + 1], level[i]]) : level[i]);
           level = next;
         }
         expect(level[0].slices).to.deep.equal([[0, N]]);
@@ -205,7 +213,9 @@ describe('partial results', function () {
       expectKeOpsError(() => reducer.merge([partial, f64]), 'ERR_PARTIAL_MISMATCH', 'float64');
       const fewer = await reducer.compute([args[0].subarray(0, 30), args[1], args[2]], { start: 0 });
       expectKeOpsError(() => reducer.merge([partial, fewer]), 'ERR_PARTIAL_MISMATCH', 'output rows');
-      const overlapping = await reducer.compute([args[0], args[1].subarray(0, 9), args[2].subarray(0, 6)], { start: 55 });
+      const overlapping = await reducer.compute([args[0], args[1].subarray(0, 9), args[2].subarray(0, 6)], {
+        start: 55,
+      });
       expectKeOpsError(() => reducer.merge([partial, overlapping]), 'ERR_PARTIAL_MISMATCH', 'overlap');
       expect(() => reducer.merge([])).to.throw(KeOpsError);
     });
@@ -217,10 +227,17 @@ describe('partial results', function () {
       const reducer = new PartialReducer(g);
       const args = data(5, 10, 9, 'float64');
       const far = 2 ** 31 + 7;
-      const low = await reducer.compute([args[0], args[1].subarray(0, 15), args[2].subarray(0, 10)], { start: 0 });
-      const high = await reducer.compute([args[0], args[1].subarray(15), args[2].subarray(10)], { start: far });
+      const low = await reducer.compute([args[0], args[1].subarray(0, 15), args[2].subarray(0, 10)], {
+        start: 0,
+      });
+      const high = await reducer.compute([args[0], args[1].subarray(15), args[2].subarray(10)], {
+        start: far,
+      });
       const whole = (await g.call(args)) as { values: Float64Array; indices: Int32Array };
-      const merged = reducer.finalize(reducer.merge([high, low])) as { values: Float64Array; indices: BigInt64Array };
+      const merged = reducer.finalize(reducer.merge([high, low])) as {
+        values: Float64Array;
+        indices: BigInt64Array;
+      };
       expect(merged.indices).to.be.instanceOf(BigInt64Array);
       const expected = Array.from(whole.indices, (i) => BigInt(i < 5 ? i : i - 5 + far));
       expect(Array.from(merged.indices)).to.deep.equal(expected);
@@ -233,14 +250,19 @@ describe('partial results', function () {
       const g = genred({ reduction: 'KMin_ArgKMin', formula: 'SqDist(x,y)', k: 4 });
       const reducer = new PartialReducer(g);
       const args = data(3, 3, 11, 'float64');
-      const first = await reducer.compute([args[0], args[1].subarray(0, 3), args[2].subarray(0, 2)], { start: 100 });
+      const first = await reducer.compute([args[0], args[1].subarray(0, 3), args[2].subarray(0, 2)], {
+        start: 100,
+      });
       const alone = reducer.finalize(first) as { values: Float64Array; indices: Int32Array };
       for (let row = 0; row < 3; row++) {
         expect(alone.indices.slice(row * 4 + 1, row * 4 + 4).every((i) => i === -1)).to.equal(true);
         expect(alone.values[row * 4 + 1]).to.equal(Infinity);
       }
       const rest = await reducer.compute([args[0], args[1].subarray(3), args[2].subarray(2)], { start: 101 });
-      const merged = reducer.finalize(reducer.merge([rest, first])) as { values: Float64Array; indices: Int32Array };
+      const merged = reducer.finalize(reducer.merge([rest, first])) as {
+        values: Float64Array;
+        indices: Int32Array;
+      };
       for (let row = 0; row < 3; row++) {
         const ranks = Array.from(merged.indices.slice(row * 4, row * 4 + 4));
         expect(ranks.slice(0, 3).sort()).to.deep.equal([100, 101, 102]);

@@ -298,7 +298,8 @@ function extremumReduction(
     syntax: 'tag',
     sumType: false,
     // The index-only variants keep the extrema in their accumulator but do not output them.
-    partialState: output === 'indices' ? (direction === 'min' ? 'Min_ArgMin_Reduction' : 'Max_ArgMax_Reduction') : name,
+    partialState:
+      output === 'indices' ? (direction === 'min' ? 'Min_ArgMin_Reduction' : 'Max_ArgMax_Reduction') : name,
     layout(d, k, d2) {
       rejectExtras(name, k, d2);
       checkWidth(name, d);
@@ -679,7 +680,10 @@ export function partialStateReduction(red: Reduction): Reduction {
   });
   const [a, b2] = [red.layout, state.layout];
   if (a.dimredVal !== b2.dimredVal || a.dimredIdx !== b2.dimredIdx) {
-    throw new KeOpsError('ERR_INTERNAL', `${red.def.name}: its partial state ${state.def.name} has another accumulator`);
+    throw new KeOpsError(
+      'ERR_INTERNAL',
+      `${red.def.name}: its partial state ${state.def.name} has another accumulator`,
+    );
   }
   return state;
 }

@@ -146,7 +146,8 @@ function checkOptions(options: ChunkedOptions): Settings {
     throw invalid('onProgress must be a function');
   }
   const signal = options.signal;
-  if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalid('signal must be an AbortSignal');
+  if (signal !== undefined && !(signal instanceof AbortSignal))
+    throw invalid('signal must be an AbortSignal');
   const devices = options.devices;
   if (devices !== undefined && devices !== 'all') {
     if (!Array.isArray(devices) || devices.length === 0) {
@@ -157,7 +158,8 @@ function checkOptions(options: ChunkedOptions): Settings {
     }
     if (new Set(devices).size !== devices.length) throw invalid('devices: an ordinal is listed twice');
   }
-  if (devices !== undefined && options.backend === 'cpu') throw invalid("devices needs backend 'cuda' or 'auto'");
+  if (devices !== undefined && options.backend === 'cpu')
+    throw invalid("devices needs backend 'cuda' or 'auto'");
   return {
     memoryLimit,
     outputCap: checkCap(caps.output, 'output'),
@@ -207,7 +209,10 @@ class ChunkedRun {
       const axis = v.cat === outputCat ? 'output' : 'reduced';
       const known = rows[axis];
       if (known !== undefined && known !== reader.rows) {
-        throw new KeOpsError('ERR_ARG_SHAPE', `${what} has ${reader.rows} rows, another ${axis}-axis source ${known}`);
+        throw new KeOpsError(
+          'ERR_ARG_SHAPE',
+          `${what} has ${reader.rows} rows, another ${axis}-axis source ${known}`,
+        );
       }
       rows[axis] = reader.rows;
       if (reader.dtype !== undefined) this.setDtype(reader.dtype, what);
@@ -215,7 +220,8 @@ class ChunkedRun {
     for (const input of this.inputs) {
       if (input.kind === 'fixed') {
         const data = input.data;
-        if (data instanceof Float32Array || data instanceof Float64Array) this.setDtype(dtypeOfArray(data), 'a parameter');
+        if (data instanceof Float32Array || data instanceof Float64Array)
+          this.setDtype(dtypeOfArray(data), 'a parameter');
       }
     }
     if (rows.output === undefined || rows.reduced === undefined) {
@@ -251,7 +257,8 @@ class ChunkedRun {
     const perOutputRow =
       8 * (ops.dimVal + ops.dimIdx) + // the block's float64 state
       bytes * width('output') + // the block's inputs
-      bytes * dimVal + indexBytes * dimIdx + // its share of the result
+      bytes * dimVal +
+      indexBytes * dimIdx + // its share of the result
       lanes * (bytes * ops.dimVal + 4 * ops.dimIdx); // kernel outputs in flight
     const perReducedRow = 2 * bytes * width('reduced'); // the chunk being computed and the next one
     const minimum = perOutputRow + perReducedRow;
@@ -302,7 +309,10 @@ class ChunkedRun {
     const ordinals = devices === 'all' ? info.devices.map((_, k) => k) : devices;
     for (const d of ordinals) {
       if (d >= info.devices.length) {
-        throw new KeOpsError('ERR_NO_GPU', `devices: there is no GPU ${d} (this machine has ${info.devices.length})`);
+        throw new KeOpsError(
+          'ERR_NO_GPU',
+          `devices: there is no GPU ${d} (this machine has ${info.devices.length})`,
+        );
       }
     }
     return ordinals.map((device) => ({ options: { backend: 'cuda', device, threads }, device }));
@@ -328,7 +338,11 @@ class ChunkedRun {
     });
   }
 
-  private async readAxis(axis: 'output' | 'reduced', start: number, end: number): Promise<Map<RowReader, FloatArray>> {
+  private async readAxis(
+    axis: 'output' | 'reduced',
+    start: number,
+    end: number,
+  ): Promise<Map<RowReader, FloatArray>> {
     const readers = this.readers(axis);
     const chunks = await Promise.all(readers.map((r) => r.read(start, end)));
     for (const c of chunks) this.setDtypeFromChunk(c);
@@ -373,7 +387,13 @@ class ChunkedRun {
           const size = Math.ceil((j1 - j0) / count);
           const pieces: [number, number][] = [];
           for (let a = j0; a < j1; a += size) pieces.push([a, Math.min(j1, a + size)]);
-          await this.runPieces(lanes, pieces, (a, z) => this.argsFor(outputRows, reducedRows, j0, a, z), state, i1 - i0);
+          await this.runPieces(
+            lanes,
+            pieces,
+            (a, z) => this.argsFor(outputRows, reducedRows, j0, a, z),
+            state,
+            i1 - i0,
+          );
         }
       } finally {
         if (next !== undefined) await next.catch(() => undefined); // never leave a read running

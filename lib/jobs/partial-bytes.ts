@@ -38,7 +38,8 @@ export interface EncodedPartial {
   readonly idx: Float64Array;
 }
 
-const bad = (message: string) => new KeOpsError('ERR_PARTIAL_FORMAT', `not a valid partial result: ${message}`);
+const bad = (message: string) =>
+  new KeOpsError('ERR_PARTIAL_FORMAT', `not a valid partial result: ${message}`);
 
 export function encodePartial(p: EncodedPartial): Uint8Array {
   const body = HEADER_BYTES + 16 * p.slices.length + 8 * (p.val.length + p.idx.length);
@@ -72,9 +73,13 @@ function safeCount(value: bigint, what: string): number {
 
 export function decodePartial(bytes: Uint8Array): EncodedPartial {
   if (!(bytes instanceof Uint8Array)) {
-    throw new KeOpsError('ERR_INVALID_ARGUMENT', 'a serialised partial result must be a Uint8Array (or Buffer)');
+    throw new KeOpsError(
+      'ERR_INVALID_ARGUMENT',
+      'a serialised partial result must be a Uint8Array (or Buffer)',
+    );
   }
-  if (bytes.length < HEADER_BYTES + CHECKSUM_BYTES) throw bad(`${bytes.length} bytes is shorter than the header`);
+  if (bytes.length < HEADER_BYTES + CHECKSUM_BYTES)
+    throw bad(`${bytes.length} bytes is shorter than the header`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (Buffer.from(bytes.subarray(0, 8)).toString('latin1') !== MAGIC) throw bad('wrong magic number');
   const version = view.getUint32(8, true);
@@ -112,5 +117,14 @@ export function decodePartial(bytes: Uint8Array): EncodedPartial {
   for (let k = 0; k < idx.length; k++) {
     if (!Number.isSafeInteger(idx[k]) || idx[k] < -1) throw bad(`index ${idx[k]} is not an integer >= -1`);
   }
-  return { reduction, dtype: dtypeCode === 1 ? 'float32' : 'float64', rows, dimVal, dimIdx, slices, val, idx };
+  return {
+    reduction,
+    dtype: dtypeCode === 1 ? 'float32' : 'float64',
+    rows,
+    dimVal,
+    dimIdx,
+    slices,
+    val,
+    idx,
+  };
 }

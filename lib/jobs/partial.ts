@@ -20,11 +20,7 @@ import { createHash } from 'node:crypto';
 import { KeOpsError } from '../errors';
 import type { CallArg, Dtype, FloatArray } from '../backend/plan';
 import { type RunOptions, ReductionRunner } from '../backend/runner';
-import {
-  type GenredReduction,
-  type GenredValues,
-  rawGenredReduction,
-} from '../formula/genred-reductions';
+import { type GenredReduction, type GenredValues, rawGenredReduction } from '../formula/genred-reductions';
 import type { Reduction, ReductionAcc } from '../formula/reduction';
 import { partialStateReduction } from '../formula/reductions';
 import type { NodeGenred } from '../genred';
@@ -95,7 +91,9 @@ export function unionSlices(lists: readonly (readonly RowSlice[])[]): RowSlice[]
   for (const [a, b] of all) {
     const last = out[out.length - 1];
     if (last !== undefined && a < last[1]) {
-      throw mismatch(`partial results overlap: rows [${a}, ${b}) and [${last[0]}, ${last[1]}) of the reduced axis`);
+      throw mismatch(
+        `partial results overlap: rows [${a}, ${b}) and [${last[0]}, ${last[1]}) of the reduced axis`,
+      );
     }
     if (last !== undefined && a === last[1]) last[1] = b;
     else if (b > a) out.push([a, b]);
@@ -286,7 +284,8 @@ export class PartialReducer {
     for (const p of partials) this.check(p);
     const first = partials[0];
     for (const p of partials) {
-      if (p.dtype !== first.dtype) throw mismatch(`cannot merge ${p.dtype} and ${first.dtype} partial results`);
+      if (p.dtype !== first.dtype)
+        throw mismatch(`cannot merge ${p.dtype} and ${first.dtype} partial results`);
       if (p.rows !== first.rows) {
         throw mismatch(`cannot merge partial results of ${p.rows} and ${first.rows} output rows`);
       }
@@ -331,7 +330,17 @@ export class PartialReducer {
   }
 
   /** @internal A partial from a raw state-reduction output whose reduced rows start at `start`. */
-  fromRaw(raw: { val: FloatArray; idx: Int32Array; rows: number; ny: number; dtype: Dtype; batchShape: readonly number[] }, start: number): PartialResult {
+  fromRaw(
+    raw: {
+      val: FloatArray;
+      idx: Int32Array;
+      rows: number;
+      ny: number;
+      dtype: Dtype;
+      batchShape: readonly number[];
+    },
+    start: number,
+  ): PartialResult {
     if (raw.batchShape.length > 0) {
       throw new KeOpsError('ERR_INVALID_ARGUMENT', 'partial results take plain 2D arguments (no batch dims)');
     }
@@ -361,7 +370,9 @@ export class PartialReducer {
       );
     }
     if (p.dimVal !== this.ops.dimVal || p.dimIdx !== this.ops.dimIdx) {
-      throw mismatch(`the partial result has ${p.dimVal}+${p.dimIdx} state slots per row, expected ${this.ops.dimVal}+${this.ops.dimIdx}`);
+      throw mismatch(
+        `the partial result has ${p.dimVal}+${p.dimIdx} state slots per row, expected ${this.ops.dimVal}+${this.ops.dimIdx}`,
+      );
     }
   }
 }

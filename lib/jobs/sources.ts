@@ -55,11 +55,21 @@ function checkRows(rows: unknown, what: string): number {
 
 function checkDeclaredDtype(dtype: unknown, what: string): Dtype | undefined {
   if (dtype === undefined || dtype === 'float32' || dtype === 'float64') return dtype;
-  throw new KeOpsError('ERR_ARG_DTYPE', `${what}: dtype must be 'float32' or 'float64', got ${String(dtype)}`);
+  throw new KeOpsError(
+    'ERR_ARG_DTYPE',
+    `${what}: dtype must be 'float32' or 'float64', got ${String(dtype)}`,
+  );
 }
 
 /** Checks a chunk a source returned for rows [start, end). */
-function checkChunk(chunk: unknown, what: string, dim: number, start: number, end: number, dtype: Dtype | undefined): FloatArray {
+function checkChunk(
+  chunk: unknown,
+  what: string,
+  dim: number,
+  start: number,
+  end: number,
+  dtype: Dtype | undefined,
+): FloatArray {
   const range = `rows [${start}, ${end})`;
   if (!isFloatArray(chunk)) {
     throw sourceError(what, `${range}: expected a Float32Array or Float64Array, got ${describeValue(chunk)}`);
@@ -86,10 +96,18 @@ function describeValue(v: unknown): string {
  * Opens a source for an argument of dimension `dim`; `what` names it in errors. `dtype()` gives the run's dtype
  * once known (so that every chunk is checked against it).
  */
-export function openRowSource(source: unknown, dim: number, what: string, runDtype: () => Dtype | undefined): RowReader {
+export function openRowSource(
+  source: unknown,
+  dim: number,
+  what: string,
+  runDtype: () => Dtype | undefined,
+): RowReader {
   if (isFloatArray(source)) {
     if (source.length % dim !== 0) {
-      throw new KeOpsError('ERR_ARG_SHAPE', `${what}: length ${source.length} is not a multiple of its dim ${dim}`);
+      throw new KeOpsError(
+        'ERR_ARG_SHAPE',
+        `${what}: length ${source.length} is not a multiple of its dim ${dim}`,
+      );
     }
     return {
       rows: source.length / dim,
@@ -120,7 +138,11 @@ export function openRowSource(source: unknown, dim: number, what: string, runDty
         try {
           chunk = await read.call(source, start, end);
         } catch (e) {
-          throw sourceError(what, `reading rows [${start}, ${end}) failed: ${(e as Error)?.message ?? String(e)}`, e);
+          throw sourceError(
+            what,
+            `reading rows [${start}, ${end}) failed: ${(e as Error)?.message ?? String(e)}`,
+            e,
+          );
         }
         return checkChunk(chunk, what, dim, start, end, runDtype() ?? declared);
       },
@@ -129,10 +151,23 @@ export function openRowSource(source: unknown, dim: number, what: string, runDty
   }
   const chunks = (source as { chunks?: unknown }).chunks;
   const iterable = chunks as { [Symbol.asyncIterator]?: unknown; [Symbol.iterator]?: unknown } | null;
-  if (typeof iterable?.[Symbol.asyncIterator] === 'function' || typeof iterable?.[Symbol.iterator] === 'function') {
-    return streamReader(chunks as AsyncIterable<FloatArray> | Iterable<FloatArray>, rows, dim, declared, what, runDtype);
+  if (
+    typeof iterable?.[Symbol.asyncIterator] === 'function' ||
+    typeof iterable?.[Symbol.iterator] === 'function'
+  ) {
+    return streamReader(
+      chunks as AsyncIterable<FloatArray> | Iterable<FloatArray>,
+      rows,
+      dim,
+      declared,
+      what,
+      runDtype,
+    );
   }
-  throw new KeOpsError('ERR_ARG_TYPE', `${what}: a row source needs read(start, end) or chunks (an iterable)`);
+  throw new KeOpsError(
+    'ERR_ARG_TYPE',
+    `${what}: a row source needs read(start, end) or chunks (an iterable)`,
+  );
 }
 
 /**
@@ -159,19 +194,29 @@ function streamReader(
     try {
       step = await iterator.next();
     } catch (e) {
-      throw sourceError(what, `reading after row ${position} failed: ${(e as Error)?.message ?? String(e)}`, e);
+      throw sourceError(
+        what,
+        `reading after row ${position} failed: ${(e as Error)?.message ?? String(e)}`,
+        e,
+      );
     }
     if (step.done) throw sourceError(what, `the stream ended after fewer rows than its declared ${rows}`);
     const chunk = step.value as unknown;
     if (!isFloatArray(chunk)) {
-      throw sourceError(what, `after row ${position}: expected a Float32Array or Float64Array, got ${describeValue(chunk)}`);
+      throw sourceError(
+        what,
+        `after row ${position}: expected a Float32Array or Float64Array, got ${describeValue(chunk)}`,
+      );
     }
     const dtype = runDtype() ?? declared;
     if (dtype !== undefined && dtypeOf(chunk) !== dtype) {
       throw sourceError(what, `after row ${position}: got ${dtypeOf(chunk)} rows, but the run is ${dtype}`);
     }
     if (chunk.length % dim !== 0) {
-      throw sourceError(what, `after row ${position}: a chunk of ${chunk.length} values is not whole rows of dim ${dim}`);
+      throw sourceError(
+        what,
+        `after row ${position}: a chunk of ${chunk.length} values is not whole rows of dim ${dim}`,
+      );
     }
     return chunk;
   };
@@ -182,7 +227,10 @@ function streamReader(
     rereadable: false,
     async read(start, end) {
       if (start !== position) {
-        throw new KeOpsError('ERR_INTERNAL', `${what}: a stream read at row ${start}, but it is at row ${position}`);
+        throw new KeOpsError(
+          'ERR_INTERNAL',
+          `${what}: a stream read at row ${start}, but it is at row ${position}`,
+        );
       }
       const want = (end - start) * dim;
       const parts: FloatArray[] = [];
