@@ -1,14 +1,28 @@
 /**
  * Chunked (out-of-core) runs against one in-memory call: a Gaussian sum and ArgKMin K=10 at D=3, the base of N
- * points streamed from a source that generates it chunk by chunk (standing in for a file reader), memoryLimit
- * 64 MiB. One measurement per process, so that peak RSS (bench/chunked.sh runs each under /usr/bin/time -v)
+ * points (and the weights) read from raw float32 files chunk by chunk by a read(start, end) source, memoryLimit
+ * 64 MiB, against the same files read whole into memory first. One measurement per process, so that peak RSS (bench/chunked.sh runs each under /usr/bin/time -v)
  * belongs to that mode alone.
  *
- *     npx ts-node --transpile-only bench/chunked.ts --mode streamed|memory --reduction sum|argkmin --M 2000 --N 50000000
+ *     npx ts-node --transpile-only bench/chunked.ts --mode streamed|memory|baseline --reduction sum|argkmin --M 2000 --N 50000000
  *
- * Prints one JSON line: mode, reduction, sizes, seconds (compute only: the in-memory base is generated before the
- * clock starts; the streamed one is generated inside the run, overlapped with compute) and Gpairs/s.
+ * Prints one JSON line: mode, reduction, sizes, seconds (the in-memory base is read before the clock starts; the
+ * streamed one is read inside the run, overlapped with compute) and Gpairs/s. The files (N × 16 bytes, in
+ * node_modules/.cache/keops-bench-data unless --data DIR) are written on first use. `baseline`
+ * only loads the library and the kernels: its peak RSS is the fixed overhead.
  */
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Genred } from '../lib/genred';
 import { reduceChunked } from '../lib/jobs/chunked';
@@ -26,18 +40,57 @@ const M = Number(arg('M', '2000'));
 const N = Number(arg('N', '50000000'));
 const memoryLimit = Number(arg('memoryLimit', String(64 * 2 ** 20)));
 const D = 3;
+const dataDir = arg('data', join(__dirname, '..', 'node_modules', '.cache', 'keops-bench-data'));
 
 /** Rows [start, end) of the base: the same values whichever way it is cut (one LCG seeded per block of rows). */
 const BLOCK = 65536;
-function baseRows(start: number, end: number): Float32Array {
-  const out = new Float32Array((end - start) * D);
+function generatedRows(start: number, end: number, dim: number, seed: number): Float32Array {
+  const out = new Float32Array((end - start) * dim);
   for (let block = Math.floor(start / BLOCK); block * BLOCK < end; block++) {
-    const rows = uniform(BLOCK * D, 1000 + block);
+    const rows = uniform(BLOCK * dim, seed + block);
     const a = Math.max(start, block * BLOCK);
     const z = Math.min(end, (block + 1) * BLOCK);
-    out.set(rows.subarray((a - block * BLOCK) * D, (z - block * BLOCK) * D), (a - start) * D);
+    out.set(rows.subarray((a - block * BLOCK) * dim, (z - block * BLOCK) * dim), (a - start) * dim);
   }
   return out;
+}
+
+/**
+ * The base (N × D) and weights (N) as raw float32 files, written once (outside the clock) in blocks: the streamed
+ * run reads them chunk by chunk (positional reads, off the JS thread), the in-memory one reads them whole first.
+ */
+function ensureFile(path: string, dim: number, seed: number): void {
+  const bytes = N * dim * 4;
+  if (existsSync(path) && statSync(path).size === bytes) return;
+  const fd = openSync(`${path}.tmp`, 'w');
+  for (let start = 0; start < N; start += 16 * BLOCK) {
+    const rows = generatedRows(start, Math.min(N, start + 16 * BLOCK), dim, seed);
+    writeSync(fd, new Uint8Array(rows.buffer));
+  }
+  closeSync(fd);
+  renameSync(`${path}.tmp`, path);
+}
+
+function fileSource(path: string, dim: number) {
+  return {
+    rows: N,
+    dtype: 'float32' as const,
+    async read(start: number, end: number): Promise<Float32Array> {
+      const out = new Float32Array((end - start) * dim);
+      const handle = await open(path, 'r');
+      try {
+        const bytes = new Uint8Array(out.buffer);
+        for (let done = 0; done < bytes.length;) {
+          const { bytesRead } = await handle.read(bytes, done, bytes.length - done, start * dim * 4 + done);
+          if (bytesRead === 0) throw new Error(`${path}: unexpected end of file`);
+          done += bytesRead;
+        }
+      } finally {
+        await handle.close();
+      }
+      return out;
+    },
+  };
 }
 
 function sum(values: ArrayLike<number>): number {
@@ -62,29 +115,41 @@ async function main(): Promise<void> {
         });
   const x = uniform(M * D, 7);
   const gamma = Float32Array.of(10);
-  const weights = (start: number, end: number) =>
-    Float32Array.from({ length: end - start }, (_, k) => ((start + k) % 7) / 7);
+  mkdirSync(dataDir, { recursive: true });
+  const basePath = join(dataDir, `base-${N}x${D}.f32`);
+  const weightsPath = join(dataDir, `weights-${N}.f32`);
+  ensureFile(basePath, D, 1000);
+  if (reduction === 'sum') ensureFile(weightsPath, 1, 5000);
+  const base = fileSource(basePath, D);
+  const weights = fileSource(weightsPath, 1);
   // Warm-up: compile (or load) both kernels outside the clock.
-  const small = baseRows(0, 1000);
+  const small = generatedRows(0, 1000, D, 1);
   const reducer = new PartialReducer(g);
   const warmArgs =
-    reduction === 'sum' ? [x.subarray(0, 30), small, weights(0, 1000), gamma] : [x.subarray(0, 30), small];
+    reduction === 'sum'
+      ? [x.subarray(0, 30), small, small.subarray(0, 1000), gamma]
+      : [x.subarray(0, 30), small];
   await g.call(warmArgs);
   await reducer.compute(warmArgs);
 
   let seconds: number;
   let checksum: number;
-  if (mode === 'memory') {
-    const y = baseRows(0, N);
-    const args = reduction === 'sum' ? [x, y, weights(0, N), gamma] : [x, y];
+  if (mode === 'baseline') {
+    // The fixed overhead: runtime, library and loaded kernels, no data.
+    seconds = 0;
+    checksum = 0;
+  } else if (mode === 'memory') {
+    const whole = (path: string) => {
+      const buffer = readFileSync(path);
+      return new Float32Array(buffer.buffer, buffer.byteOffset, buffer.byteLength / 4);
+    };
+    const args = reduction === 'sum' ? [x, whole(basePath), whole(weightsPath), gamma] : [x, whole(basePath)];
     const started = performance.now();
     const out = (await g.call(args)) as Float32Array | Int32Array;
     seconds = (performance.now() - started) / 1000;
     checksum = sum(out);
   } else {
-    const ySource = { rows: N, dtype: 'float32' as const, read: baseRows };
-    const bSource = { rows: N, dtype: 'float32' as const, read: weights };
-    const sources = reduction === 'sum' ? [x, ySource, bSource, gamma] : [x, ySource];
+    const sources = reduction === 'sum' ? [x, base, weights, gamma] : [x, base];
     const started = performance.now();
     const out = (await reduceChunked(reducer, sources, { memoryLimit })) as Float32Array | Int32Array;
     seconds = (performance.now() - started) / 1000;
@@ -99,7 +164,7 @@ async function main(): Promise<void> {
       D,
       memoryLimit: mode === 'memory' ? null : memoryLimit,
       seconds: Number(seconds.toFixed(3)),
-      gpairsPerSecond: Number(((M * N) / seconds / 1e9).toFixed(3)),
+      gpairsPerSecond: seconds > 0 ? Number(((M * N) / seconds / 1e9).toFixed(3)) : null,
       checksum,
     }),
   );
