@@ -75,8 +75,8 @@ function fileSource(path: string, dim: number) {
   return {
     rows: N,
     dtype: 'float32' as const,
-    async read(start: number, end: number): Promise<Float32Array> {
-      const out = new Float32Array((end - start) * dim);
+    async read(start: number, end: number, target?: Float32Array | Float64Array): Promise<Float32Array> {
+      const out = target instanceof Float32Array ? target : new Float32Array((end - start) * dim);
       const handle = await open(path, 'r');
       try {
         const bytes = new Uint8Array(out.buffer);

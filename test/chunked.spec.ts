@@ -25,8 +25,16 @@ function rangeSource(array: Float32Array, dim: number) {
   const source = {
     rows: array.length / dim,
     reads: 0,
-    read(start: number, end: number) {
+    targets: 0,
+    read(start: number, end: number, target?: Float32Array | Float64Array) {
       source.reads++;
+      // Fill the run's recycled array when it offers one (the same array comes back two chunks later).
+      if (target instanceof Float32Array) {
+        expect(target.length).to.equal((end - start) * dim);
+        source.targets++;
+        target.set(array.subarray(start * dim, end * dim));
+        return Promise.resolve(target);
+      }
       return Promise.resolve(array.slice(start * dim, end * dim));
     },
   };
@@ -106,6 +114,7 @@ describe('chunked runs', function () {
     const tiny = await reduceChunked(reducer, [x, ySource, b], { memoryLimit: minimum });
     expect(Array.from(tiny as Int32Array)).to.deep.equal(Array.from(whole));
     expect(ySource.reads).to.equal(M * N);
+    expect(ySource.targets).to.equal(M * N);
     // A limit holding every output row reads the base once, in few chunks.
     const once = rangeSource(y, 3);
     await reduceChunked(reducer, [x, once, b], { memoryLimit: 1 << 20 });

@@ -338,13 +338,31 @@ class ChunkedRun {
     });
   }
 
+  /**
+   * Reads rows [start, end) of every source of an axis. `pool` (reduced axis) recycles two arrays per source,
+   * alternately (`slot`): a chunk's array is reused two chunks later, after its computation has ended.
+   */
   private async readAxis(
     axis: 'output' | 'reduced',
     start: number,
     end: number,
+    pool?: { readonly buffers: Map<RowReader, FloatArray[]>; readonly rows: number; readonly slot: number },
   ): Promise<Map<RowReader, FloatArray>> {
     const readers = this.readers(axis);
-    const chunks = await Promise.all(readers.map((r) => r.read(start, end)));
+    const target = (r: RowReader): FloatArray | undefined => {
+      if (pool === undefined || this.dtype === undefined) return undefined;
+      let pair = pool.buffers.get(r);
+      if (pair === undefined) {
+        const make = () =>
+          this.dtype === 'float32'
+            ? new Float32Array(pool.rows * r.dim)
+            : new Float64Array(pool.rows * r.dim);
+        pair = [make(), make()];
+        pool.buffers.set(r, pair);
+      }
+      return pair[pool.slot % 2].subarray(0, (end - start) * r.dim);
+    };
+    const chunks = await Promise.all(readers.map((r) => r.read(start, end, target(r))));
     for (const c of chunks) this.setDtypeFromChunk(c);
     return new Map(readers.map((r, k) => [r, chunks[k]]));
   }
@@ -366,13 +384,18 @@ class ChunkedRun {
     const perCall = Math.max(1, Math.min(chunk, Math.floor(PAIRS_PER_CALL / Math.max(1, block))));
     const wide = N > INT32_INDEX_LIMIT;
     const parts: ChunkedResult[] = [];
+    const buffers = new Map<RowReader, FloatArray[]>(); // recycled reduced-axis chunks
     for (let i0 = 0; i0 < M || (M === 0 && i0 === 0); i0 += block) {
       const i1 = Math.min(M, i0 + block);
       this.checkAbort();
       const outputRows = await this.readAxis('output', i0, i1);
       const state = this.reducer.ops.identity(i1 - i0);
       const readChunk = (j0: number) => {
-        const p = this.readAxis('reduced', j0, Math.min(N, j0 + chunk));
+        const p = this.readAxis('reduced', j0, Math.min(N, j0 + chunk), {
+          buffers,
+          rows: chunk,
+          slot: j0 / chunk,
+        });
         p.catch(() => undefined); // awaited below; a failure is reported there
         return p;
       };

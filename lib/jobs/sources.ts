@@ -2,7 +2,7 @@
  * Row sources: where a chunked run (chunked.ts) reads the rows of one i- or j-indexed argument.
  *
  *     Float32Array | Float64Array                                  // all rows in memory (rows = length / dim)
- *     { rows, read(start, end) => rows [start, end) }              // random access, sync or async (re-readable)
+ *     { rows, read(start, end, target?) => rows [start, end) }     // random access, sync or async (re-readable)
  *     { rows, chunks: AsyncIterable<FloatArray> | Iterable<...> }  // a stream of consecutive rows, read once
  *
  * Each returned array holds whole rows, row-major, of the argument's dim, in one dtype for the whole run
@@ -16,7 +16,12 @@ import type { Dtype, FloatArray } from '../backend/plan';
 export interface RangeRowSource {
   readonly rows: number;
   readonly dtype?: Dtype;
-  read(start: number, end: number): FloatArray | Promise<FloatArray>;
+  /**
+   * Rows [start, end). `target`, when given, is an array of exactly (end − start) × dim values of the run's dtype
+   * that the source may fill and return instead of allocating: a chunked run recycles two per source, which keeps
+   * its memory bounded however quickly garbage is collected. Returning another array is fine too.
+   */
+  read(start: number, end: number, target?: FloatArray): FloatArray | Promise<FloatArray>;
 }
 
 export interface StreamRowSource {
@@ -35,7 +40,8 @@ export interface RowReader {
   readonly dtype: Dtype | undefined;
   /** Whether rows can be read again (false for streams). */
   readonly rereadable: boolean;
-  read(start: number, end: number): Promise<FloatArray>;
+  /** `target`: a recyclable array of the rows' size, passed on to read(start, end, target) sources. */
+  read(start: number, end: number, target?: FloatArray): Promise<FloatArray>;
   /** Releases the source (ends a stream early); idempotent. */
   close(): Promise<void>;
 }
@@ -133,10 +139,10 @@ export function openRowSource(
       dim,
       dtype: declared,
       rereadable: true,
-      async read(start, end) {
+      async read(start, end, target) {
         let chunk: unknown;
         try {
-          chunk = await read.call(source, start, end);
+          chunk = await read.call(source, start, end, target);
         } catch (e) {
           throw sourceError(
             what,
