@@ -40,7 +40,7 @@ const M = Number(arg('M', '2000'));
 const N = Number(arg('N', '50000000'));
 const memoryLimit = Number(arg('memoryLimit', String(64 * 2 ** 20)));
 const D = 3;
-const dataDir = arg('data', join(__dirname, '..', 'node_modules', '.cache', 'keops-bench-data'));
+const dataDir = arg('data', join(process.cwd(), 'node_modules', '.cache', 'keops-bench-data'));
 
 /** Rows [start, end) of the base: the same values whichever way it is cut (one LCG seeded per block of rows). */
 const BLOCK = 65536;
@@ -79,7 +79,7 @@ function fileSource(path: string, dim: number) {
       const out = target instanceof Float32Array ? target : new Float32Array((end - start) * dim);
       const handle = await open(path, 'r');
       try {
-        const bytes = new Uint8Array(out.buffer);
+        const bytes = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
         for (let done = 0; done < bytes.length;) {
           const { bytesRead } = await handle.read(bytes, done, bytes.length - done, start * dim * 4 + done);
           if (bytesRead === 0) throw new Error(`${path}: unexpected end of file`);
