@@ -37,6 +37,10 @@ export type KeOpsErrorCode =
   | 'ERR_DISPOSED' // a DeviceArray (or CUDA device) was used after dispose()
   | 'ERR_ABORTED' // the call's AbortSignal fired: the run stopped and freed what it held
   | 'ERR_DEVICE_MISMATCH' // arrays of one call live on different GPUs, or not on the GPU the call runs on
+  | 'ERR_PARTIAL_MISMATCH' // partial results of different reductions, dtypes, rows, or overlapping slices
+  | 'ERR_PARTIAL_FORMAT' // bytes that are not a valid serialised partial result (truncated, corrupt, other version)
+  | 'ERR_MEMORY_LIMIT' // a chunked run's memoryLimit is too small (the message names the minimum)
+  | 'ERR_SOURCE' // a row source threw, or returned rows of the wrong length, dtype or dimension
   | 'ERR_INTERNAL'; // a bug in keops-node: please report it
 
 export interface KeOpsErrorOptions {

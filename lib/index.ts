@@ -137,3 +137,21 @@ export {
 } from './kernels/product';
 export { lazyKernel, type LazyKernelOptions } from './kernels/lazy';
 export { type DotNames, formulaToDot, reductionToDot } from './formula/dot';
+export {
+  type ChunkedIndices,
+  type ChunkedOptions,
+  type ChunkedProgress,
+  type ChunkedResult,
+  DEFAULT_MEMORY_LIMIT,
+  INT32_INDEX_LIMIT,
+  PAIRS_PER_CALL,
+  PARTIAL_FORMAT_VERSION,
+  type PartialComputeOptions,
+  PartialReducer,
+  PartialResult,
+  type RangeRowSource,
+  reduceChunked,
+  type RowSlice,
+  type RowSource,
+  type StreamRowSource,
+} from './jobs/index';

@@ -272,7 +272,7 @@ export function referenceReduction(
   const idx = new Int32Array(totalRows * dimIdx);
   const def = red.def;
   const newAcc = () => ({ val: new Float64Array(dimredVal), idx: new Int32Array(dimredIdx) });
-  const write = (row: number, out: { val: Float64Array; idx: Int32Array }) => {
+  const write = (row: number, out: { val: Float64Array; idx: Int32Array | Float64Array }) => {
     val.set(out.val, row * dimVal);
     idx.set(out.idx, row * dimIdx);
   };

@@ -266,6 +266,20 @@ const GENRED: ReadonlyMap<string, GenredSpec> = new Map<string, GenredSpec>([
   ['KMinArgKMin', kType('KMin_ArgKMin_Reduction', 'values+indices', copyBoth)],
 ]);
 
+/**
+ * An engine reduction whose result is its raw output as is (values, indices, or both): what partial results run
+ * (the `partialState` of a reduction outputs its whole accumulator).
+ */
+export function rawGenredReduction(red: Reduction): GenredReduction {
+  const { dimVal, dimIdx } = red.layout;
+  if (dimIdx === 0) return finish(red, 'values', dimVal, [dimVal], copyValues);
+  if (dimVal === 0) return finish(red, 'indices', dimIdx, [dimIdx], copyIndices);
+  if (dimVal !== dimIdx) {
+    throw new KeOpsError('ERR_INTERNAL', `${red}: ${dimVal} values but ${dimIdx} indices per row`);
+  }
+  return finish(red, 'values+indices', dimVal, [dimVal], copyBoth);
+}
+
 /** Every Genred `reduction_op` name accepted (aliases included). */
 export const GENRED_REDUCTION_NAMES: readonly string[] = Object.freeze([...GENRED.keys()]);
 

@@ -17,7 +17,8 @@ export type ReductionSyntax = 'tag' | 'k_tag' | 'tag_formula2';
 
 export interface ReductionAcc {
   val: Float64Array;
-  idx: Int32Array;
+  /** Int32Array in kernels and the reference; Float64Array in partial results, whose global indices may pass 2^31. */
+  idx: Int32Array | Float64Array;
 }
 
 export interface ReductionEmitContext {
@@ -39,11 +40,17 @@ export interface ReductionDef {
   fout(formula: Node, formula2: Node | undefined): Node;
   /** Whether block / Kahan summation applies (sum-type reductions). */
   readonly sumType: boolean;
+  /**
+   * Partial results (lib/jobs/partial.ts): the engine reduction with this one's accumulator and fold whose output
+   * is the whole accumulator (this reduction itself when its output already is, e.g. ArgMin → Min_ArgMin), so
+   * that a slice of the reduced axis can be run and later combined by `merge`.
+   */
+  readonly partialState: string;
   // float64 reference hooks
   init(acc: ReductionAcc, red: Reduction): void;
   fold(acc: ReductionAcc, fout: Float64Array, j: number, red: Reduction): void;
   merge(acc: ReductionAcc, other: ReductionAcc, red: Reduction): void;
-  finalize(acc: ReductionAcc, red: Reduction): { val: Float64Array; idx: Int32Array };
+  finalize(acc: ReductionAcc, red: Reduction): { val: Float64Array; idx: Int32Array | Float64Array };
   // C++ hooks: statements over arrays named `val`/`idx` (accumulator), `fout` (T[dim fout]), `j` (long),
   // `val2`/`idx2` (another accumulator), `outVal` (T*) / `outIdx` (int32_t*)
   emitInit(ctx: ReductionEmitContext, val: string, idx: string): string;

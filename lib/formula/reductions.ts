@@ -120,6 +120,7 @@ const Sum_Reduction: EngineReductionDef = {
   doc: 'Sum_Reduction(F,tag): Σ F over j (tag 0) or over i (tag 1), per component',
   syntax: 'tag',
   sumType: true,
+  partialState: 'Sum_Reduction',
   layout(d, k, d2) {
     rejectExtras('Sum_Reduction', k, d2);
     checkWidth('Sum_Reduction', d);
@@ -224,6 +225,7 @@ function shiftExpReduction(weighted: boolean): EngineReductionDef {
       : 'Max_SumShiftExp_Reduction(f,tag): (m, s) with m = max f and s = Σ e^{f−m} (f scalar)',
     syntax: weighted ? 'tag_formula2' : 'tag',
     sumType: true,
+    partialState: name,
     layout(d, k, d2) {
       if (k !== undefined) throw new KeOpsError('ERR_REDUCTION', `${name} takes no K argument`);
       if (d !== 1)
@@ -309,6 +311,9 @@ function extremumReduction(
     doc: `${name}(F,tag): per component, ${doc} over j (tag 0) or i (tag 1); ties go to the smallest index`,
     syntax: 'tag',
     sumType: false,
+    // The index-only variants keep the extrema in their accumulator but do not output them.
+    partialState:
+      output === 'indices' ? (direction === 'min' ? 'Min_ArgMin_Reduction' : 'Max_ArgMax_Reduction') : name,
     layout(d, k, d2) {
       rejectExtras(name, k, d2);
       checkWidth(name, d);
@@ -444,6 +449,7 @@ function kminReduction(name: string, output: Output, doc: string): EngineReducti
     doc: `${name}(F,K,tag): per component, ${doc} in increasing order (ties: smallest index first; ranks with no candidate are +inf with index -1)`,
     syntax: 'k_tag',
     sumType: false,
+    partialState: 'KMin_ArgKMin_Reduction',
     layout(d, k, d2) {
       if (d2 !== undefined) throw new KeOpsError('ERR_REDUCTION', `${name} takes no second formula`);
       if (k === undefined || !Number.isSafeInteger(k) || k < 1) {
@@ -487,7 +493,7 @@ function kminReduction(name: string, output: Output, doc: string): EngineReducti
       const D = red.formula.dim;
       const K = red.k as number;
       const mergedVal = new Float64Array(K);
-      const mergedIdx = new Int32Array(K);
+      const mergedIdx = new Float64Array(K); // exact for int32 and for the global indices of partial results
       for (let l = 0; l < D; l++) {
         let a = 0;
         let c = 0;
@@ -591,6 +597,7 @@ const Zero_Reduction: EngineReductionDef = {
   doc: 'Zero_Reduction(Zero(d),tag): d zeros per output row (nothing is evaluated)',
   syntax: 'tag',
   sumType: false,
+  partialState: 'Zero_Reduction',
   layout(d, k, d2) {
     rejectExtras('Zero_Reduction', k, d2);
     checkWidth('Zero_Reduction', d);
@@ -715,6 +722,26 @@ export function makeReduction(
   }
   const f = def === Zero_Reduction ? zeroReductionFormula(formula) : formula;
   return new Reduction(def, f, tag, opts.k, opts.formula2);
+}
+
+/**
+ * The reduction whose output is `red`'s whole accumulator (its `partialState`): same formula, tag, K and weight
+ * formula, same accumulator layout and fold.
+ */
+export function partialStateReduction(red: Reduction): Reduction {
+  const state = makeReduction(red.def.partialState, red.formula, {
+    tag: red.tag,
+    k: red.k,
+    formula2: red.formula2,
+  });
+  const [a, b2] = [red.layout, state.layout];
+  if (a.dimredVal !== b2.dimredVal || a.dimredIdx !== b2.dimredIdx) {
+    throw new KeOpsError(
+      'ERR_INTERNAL',
+      `${red.def.name}: its partial state ${state.def.name} has another accumulator`,
+    );
+  }
+  return state;
 }
 
 /** Width of a reduction's output row (values then indices): the dim of the gradient input eta. */

@@ -31,6 +31,7 @@
 //                                       "sticky": moreover the context is corrupt, as after a real launch failure:
 //                                       every later call made in it returns CUDA_ERROR_LAUNCH_FAILED until the
 //                                       primary context is reset (its last reference released)
+//   KEOPS_FAKE_CUDA_FAIL_DEVICE         a device ordinal: launches on that device only fail as with FAIL_LAUNCH=1
 //   KEOPS_FAKE_CUDA_TRACE               a file to which one line per event is appended:
 //                                         launch NAME grid=X,Y,Z block=X shared=BYTES   (block=X,Y,Z if Y or Z > 1)
 //                                         alloc BYTES / free BYTES                      device memory
@@ -172,7 +173,11 @@ int KernelMaxThreads() {
   return value < 1 || value > kMaxThreadsPerBlock ? kMaxThreadsPerBlock : static_cast<int>(value);
 }
 // 0: launch; 1: fail; 2: fail and corrupt the context.
-int FailLaunches() {
+int FailLaunches(int device) {
+  const char* failing = std::getenv("KEOPS_FAKE_CUDA_FAIL_DEVICE");
+  if (failing != nullptr && failing[0] != '\0' && EnvNumber("KEOPS_FAKE_CUDA_FAIL_DEVICE", ~0ull) == static_cast<unsigned long long>(device)) {
+    return 1;
+  }
   const char* value = std::getenv("KEOPS_FAKE_CUDA_FAIL_LAUNCH");
   if (value == nullptr || value[0] == '\0') return 0;
   return strcmp(value, "sticky") == 0 ? 2 : 1;
@@ -827,7 +832,7 @@ KEOPS_FAKE_API CUresult fake_cuLaunchKernel(CUfunction function, unsigned grid_x
   }
   if (shared_bytes > static_cast<unsigned>(function->max_dynamic_shared)) return kInvalidValue;
   if (extra != nullptr) return kInvalidValue;  // CU_LAUNCH_PARAM_* packing is not emulated
-  if (const int fail = FailLaunches(); fail != 0) {
+  if (const int fail = FailLaunches(t_current->device); fail != 0) {
     if (fail == 2) t_current->sticky = kLaunchFailed;
     return kLaunchFailed;
   }
