@@ -34,7 +34,7 @@ export const MIN_BLOCKED_DIM = 16;
 /** Bytes of one vector register the micro-kernel is written for (AVX-512; two AVX2 registers elsewhere). */
 const VECTOR_BYTES = 64;
 /** Vectors of j's per panel: kPanel = VECTORS_PER_PANEL * lanes. */
-const VECTORS_PER_PANEL = 2;
+const VECTORS_PER_PANEL = 4;
 /** Bytes of packed inner panels per tile (about half the L2 of the reference machine). */
 const PACK_BYTES = 384 * 1024;
 const MAX_BLOCKED_TILE = 1024;
@@ -199,8 +199,8 @@ export interface BlockedCodeOptions {
 }
 
 /** Micro-kernel rows: accumulators MR × VECTORS_PER_PANEL must leave registers for operands. */
-const MR_AVX512 = 6;
-const MR_OTHER = 3;
+const MR_AVX512 = 4;
+const MR_OTHER = 1;
 
 function microKernel(plan: BlockedPlan, term: PairwiseTerm, index: number, mr: number, lanes: number): string {
   const nv = VECTORS_PER_PANEL;

@@ -126,7 +126,7 @@ const MAX_ROW_BLOCK = 64;
  * per-row state is small, and the terms' values per block are written once and read once).
  */
 const BLOCKED_ROW_STATE_BYTES = 131072;
-const MAX_BLOCKED_ROW_BLOCK = 240;
+const MAX_BLOCKED_ROW_BLOCK = 480;
 
 function readAbiVersion(): number {
   const m = /#define\s+KEOPS_CPU_ABI_VERSION\s+(\d+)/.exec(readPackageFile('native/keops_abi.h'));
