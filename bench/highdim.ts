@@ -146,10 +146,14 @@ async function gaussian(dim: number, nx: number, ny: number): Promise<void> {
   const x = uniform(nx * dim, 1);
   const y = uniform(ny * dim, 2);
   const b = uniform(ny, 3);
-  const g = new Genred(`Exp(-SqDist(x,y)*IntInv(${dim}))*b`, [`x = Vi(${dim})`, `y = Vj(${dim})`, 'b = Vj(1)'], {
-    reduction: 'Sum',
-    axis: 1,
-  });
+  const g = new Genred(
+    `Exp(-SqDist(x,y)*IntInv(${dim}))*b`,
+    [`x = Vi(${dim})`, `y = Vj(${dim})`, 'b = Vj(1)'],
+    {
+      reduction: 'Sum',
+      axis: 1,
+    },
+  );
   const t0 = performance.now();
   await g.call([x.subarray(0, dim), y.subarray(0, dim), b.subarray(0, 1)]);
   const compileMs = performance.now() - t0;
@@ -175,7 +179,8 @@ async function lowDimKnn(n: number): Promise<void> {
 async function main(): Promise<void> {
   const work = mkdtempSync(join(tmpdir(), 'keops-bench-highdim-data-'));
   try {
-    const load = (): number => Number(execFileSync('cat', ['/proc/loadavg'], { encoding: 'utf8' }).split(' ')[0]);
+    const load = (): number =>
+      Number(execFileSync('cat', ['/proc/loadavg'], { encoding: 'utf8' }).split(' ')[0]);
     const loadBefore = load();
     out(`## High-dimensional CPU benchmark (issue 10), ${new Date().toISOString().slice(0, 10)}`);
     out('');
@@ -202,9 +207,20 @@ async function main(): Promise<void> {
       work,
     );
     const train = readIdxImages(join(FASHION_MNIST, 'train-images-idx3-ubyte.gz'), 60_000);
-    const test = readIdxImages(join(FASHION_MNIST, 't10k-images-idx3-ubyte.gz'), Math.max(SAMPLE, Math.round(1000 * SCALE)));
+    const test = readIdxImages(
+      join(FASHION_MNIST, 't10k-images-idx3-ubyte.gz'),
+      Math.max(SAMPLE, Math.round(1000 * SCALE)),
+    );
     await knn(
-      { name: 'fmnist', label: 'Fashion-MNIST', x: test.data, y: train.data, nx: test.rows, ny: train.rows, dim: train.dim },
+      {
+        name: 'fmnist',
+        label: 'Fashion-MNIST',
+        x: test.data,
+        y: train.data,
+        nx: test.rows,
+        ny: train.rows,
+        dim: train.dim,
+      },
       work,
     );
     await gaussian(128, Math.max(SAMPLE, Math.round(5000 * SCALE)), 100_000);

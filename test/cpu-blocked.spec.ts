@@ -194,10 +194,17 @@ describe('CPU register-blocked pairwise terms: results against the float64 refer
       for (const dtype of DTYPES) {
         const k = kernelOf(g, dtype);
         expect(k.blockedTerms).to.equal(1);
-        expect(N > k.tile || M > k.rowBlock, `sizes ${M}×${N} exceed tile ${k.tile} or row block ${k.rowBlock}`).to
-          .be.true;
+        expect(
+          N > k.tile || M > k.rowBlock,
+          `sizes ${M}×${N} exceed tile ${k.tile} or row block ${k.rowBlock}`,
+        ).to.equal(true);
         const args = makeData('offset', dtype, M, N, D);
-        expectBackendResult(await g.call(args), referenceOf(c, aliases, 1, args), dtype, `${dtype} ${M}×${N}×${D}`);
+        expectBackendResult(
+          await g.call(args),
+          referenceOf(c, aliases, 1, args),
+          dtype,
+          `${dtype} ${M}×${N}×${D}`,
+        );
       }
     }
   });

@@ -177,7 +177,10 @@ export function blockedSizes(plan: BlockedPlan, dataBytes: number, otherScalarsP
   const panel = VECTORS_PER_PANEL * (VECTOR_BYTES / dataBytes);
   const packScalarsPerJ = plan.packed.reduce((s, p) => s + p.dim, 0);
   const bytesPerJ = (packScalarsPerJ + otherScalarsPerJ) * dataBytes;
-  const tile = Math.max(panel, Math.min(MAX_BLOCKED_TILE, Math.floor(PACK_BYTES / bytesPerJ / panel) * panel));
+  const tile = Math.max(
+    panel,
+    Math.min(MAX_BLOCKED_TILE, Math.floor(PACK_BYTES / bytesPerJ / panel) * panel),
+  );
   return { tile, panel, packScalarsPerJ };
 }
 
@@ -202,7 +205,13 @@ export interface BlockedCodeOptions {
 const MR_AVX512 = 4;
 const MR_OTHER = 1;
 
-function microKernel(plan: BlockedPlan, term: PairwiseTerm, index: number, mr: number, lanes: number): string {
+function microKernel(
+  plan: BlockedPlan,
+  term: PairwiseTerm,
+  index: number,
+  mr: number,
+  lanes: number,
+): string {
   const nv = VECTORS_PER_PANEL;
   const panel = nv * lanes;
   const D = term.dim;
@@ -224,7 +233,10 @@ function microKernel(plan: BlockedPlan, term: PairwiseTerm, index: number, mr: n
   const vars = nodes.filter((n) => n.op.name === 'Var');
   const lines: string[] = [];
   const emit = (indent: number, s: string): number => lines.push(' '.repeat(indent) + s);
-  emit(0, `static void keops_blocked_term${index}(const void* const* args, long first_row, long rows, long panels,`);
+  emit(
+    0,
+    `static void keops_blocked_term${index}(const void* const* args, long first_row, long rows, long panels,`,
+  );
   emit(0, `                                const keops_t* pack, keops_t* out) {`);
   for (const v of vars.filter((n) => !inner(n) && !outer(n))) {
     emit(2, `const keops_t* const w${posOf(v)} = (const keops_t*)args[${posOf(v)}];`);
@@ -258,7 +270,8 @@ function microKernel(plan: BlockedPlan, term: PairwiseTerm, index: number, mr: n
     const name = (r: number, q: number): string =>
       `e${nodes.indexOf(n)}${perRow ? `_${r}` : ''}${perVector ? `_${q}` : ''}`;
     const type = perVector ? 'keops_vec' : 'keops_t';
-    const at = (c: Node, r: number, q: number): string => (value.get(c) as (r: number, q: number) => string)(r, q);
+    const at = (c: Node, r: number, q: number): string =>
+      (value.get(c) as (r: number, q: number) => string)(r, q);
     for (const r of rs) {
       for (const q of qs) {
         let expr: string;
@@ -292,7 +305,8 @@ function microKernel(plan: BlockedPlan, term: PairwiseTerm, index: number, mr: n
     }
     value.set(n, (r, q) => name(perRow ? r : 0, perVector ? q : 0));
   }
-  const at = (c: Node, r: number, q: number): string => (value.get(c) as (r: number, q: number) => string)(r, q);
+  const at = (c: Node, r: number, q: number): string =>
+    (value.get(c) as (r: number, q: number) => string)(r, q);
   for (let r = 0; r < mr; r++) {
     for (let q = 0; q < nv; q++) {
       const [a, b] = term.operands;
@@ -305,7 +319,10 @@ function microKernel(plan: BlockedPlan, term: PairwiseTerm, index: number, mr: n
     const stores = [...Array(nv).keys()]
       .map((q) => `*(keops_vec*)(row + ${q * lanes}) = acc_${r}_${q};`)
       .join(' ');
-    emit(6, `if (r0 + ${r} < rows) { keops_t* const row = out + (r0 + ${r}) * kBlockedTile + p * ${panel}; ${stores} }`);
+    emit(
+      6,
+      `if (r0 + ${r} < rows) { keops_t* const row = out + (r0 + ${r}) * kBlockedTile + p * ${panel}; ${stores} }`,
+    );
   }
   emit(4, `}`);
   emit(2, `}`);
