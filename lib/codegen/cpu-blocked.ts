@@ -26,6 +26,7 @@
  */
 import { buildOp, builder } from '../formula/builder';
 import { type Node, topoOrder } from '../formula/node';
+import { filterScratchScalars, filterSource, type SqDistFilter } from './cpu-blocked-filter';
 import type { ArgPosition } from './formula';
 import { roleOf, type VarRole } from './formula';
 
@@ -173,9 +174,16 @@ export interface BlockedSizes {
 }
 
 /** Tile and panel sizes for a plan; `otherScalarsPerJ` are the ordinary tile's scalars per j. */
-export function blockedSizes(plan: BlockedPlan, dataBytes: number, otherScalarsPerJ: number): BlockedSizes {
+export function blockedSizes(
+  plan: BlockedPlan,
+  dataBytes: number,
+  otherScalarsPerJ: number,
+  filter?: SqDistFilter,
+): BlockedSizes {
   const panel = VECTORS_PER_PANEL * (VECTOR_BYTES / dataBytes);
-  const packScalarsPerJ = plan.packed.reduce((s, p) => s + p.dim, 0);
+  // The filter packs bfloat16 pairs: half the bytes.
+  const packScalarsPerJ =
+    filter !== undefined ? Math.ceil(filter.dim / 2) : plan.packed.reduce((s, p) => s + p.dim, 0);
   const bytesPerJ = (packScalarsPerJ + otherScalarsPerJ) * dataBytes;
   const tile = Math.max(
     panel,
@@ -199,6 +207,8 @@ export interface BlockedCodeOptions {
   readonly dataBytes: number;
   readonly tile: number;
   readonly rowBlock: number;
+  /** bfloat16 screening of a KMin-type SqDist (float32 only; used where the CPU has AVX512_BF16). */
+  readonly filter?: SqDistFilter;
 }
 
 /** Micro-kernel rows: accumulators MR × VECTORS_PER_PANEL must leave registers for operands. */
@@ -341,13 +351,14 @@ function packOffset(plan: BlockedPlan, pos: number): string {
 }
 
 export function generateBlockedCode(plan: BlockedPlan, opts: BlockedCodeOptions): BlockedCode {
-  const { dataBytes, tile, rowBlock } = opts;
+  const { dataBytes, tile, rowBlock, filter } = opts;
   const lanes = VECTOR_BYTES / dataBytes;
   const panel = VECTORS_PER_PANEL * lanes;
   const packScalars = plan.packed.reduce((s, p) => s + p.dim, 0) * tile;
   const valueScalars = plan.terms.length * rowBlock * tile;
   const absMask = dataBytes === 4 ? '0x7fffffff' : '0x7fffffffffffffffLL';
   const intType = dataBytes === 4 ? 'int' : 'long long';
+  const filterScalars = filter !== undefined ? filterScratchScalars(filter, tile, rowBlock) : 0;
   const packers = plan.packed
     .map(
       ({ pos, dim }) =>
@@ -380,6 +391,12 @@ typedef ${intType} keops_ivec __attribute__((vector_size(${VECTOR_BYTES})));
 const long kBlockedTile = ${tile};
 inline keops_vec keops_vabs(keops_vec v) { return (keops_vec)((keops_ivec)v & ${absMask}); }
 inline keops_t keops_sabs(keops_t v) { return __builtin_fabs(v); }
+${
+  filter !== undefined
+    ? `#if defined(__AVX512BF16__) && defined(__AVX512F__)\n#define KEOPS_BLOCKED_FILTER 1\n` +
+      `${filterSource(filter, tile, rowBlock)}#else\n#define KEOPS_BLOCKED_FILTER 0\n#endif`
+    : '#define KEOPS_BLOCKED_FILTER 0'
+}
 #if defined(__AVX512F__)
 ${kernels(MR_AVX512)}
 #else
@@ -388,19 +405,25 @@ ${kernels(MR_OTHER)}
 // Packs the tile's inner rows [tile_start, tile_start + len) in panels (zeros past len), then computes every
 // term for rows [first_row, first_row + rows) × the tile into values[term][row][t].
 static void keops_blocked_tile(const void* const* args, long tile_start, long len, long first_row, long rows,
-                               keops_t* area) {
-  keops_t* const pack = area;
-  keops_t* const values = area + ${packScalars};
+                               keops_t* area, const keops_acc_t* acc, long acc_stride) {
+#if KEOPS_BLOCKED_FILTER
+  keops_blocked_filtered(args, tile_start, len, first_row, rows, area, acc, acc_stride);
+#else
+  (void)acc;
+  (void)acc_stride;
+  keops_t* const values = area;
+  keops_t* const pack = area + ${valueScalars};
   const long panels = (len + ${panel - 1}) / ${panel};
 ${packers}
 ${calls}
+#endif
 }
 // ---- end of register-blocked pairwise terms
 `;
   return {
     source,
-    tileCall: `keops_blocked_tile(task->args, tile_start, len, block_begin, rows, blocked_area);`,
-    scratchScalars: packScalars + valueScalars,
-    termValue: (s) => `blocked_area + ${packScalars + s * rowBlock * tile} + r * ${tile}`,
+    tileCall: `keops_blocked_tile(task->args, tile_start, len, block_begin, rows, blocked_area, acc_area, acc_per_row);`,
+    scratchScalars: valueScalars + Math.max(packScalars, filterScalars),
+    termValue: (s) => `blocked_area + ${s * rowBlock * tile} + r * ${tile}`,
   };
 }

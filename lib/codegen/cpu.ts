@@ -38,6 +38,7 @@ import { topoOrder } from '../formula/node';
 import type { Reduction, ReductionLayout } from '../formula/reduction';
 import type { ArgPosition, FormulaArgument, FormulaCode } from './formula';
 import { blockedSizes, generateBlockedCode, planBlockedEvaluation } from './cpu-blocked';
+import { sqDistFilter } from './cpu-blocked-filter';
 import { BYTES, CPP_TYPE, checkKernelOptions, generateKernelParts } from './kernel-parts';
 import { unsupportedSumScheme } from './reduction-hooks';
 import { fillTemplate, inlineHeader, readPackageFile } from './templates';
@@ -71,6 +72,8 @@ export interface CpuKernel {
   readonly rowBlock: number;
   /** Pairwise inner-dimension terms computed by the register-blocked micro-kernel (0: none, see cpu-blocked.ts). */
   readonly blockedTerms: number;
+  /** Whether the kernel screens a KMin-type SqDist in bfloat16 where the CPU allows (cpu-blocked-filter.ts). */
+  readonly bf16Screening: boolean;
 }
 
 /**
@@ -176,9 +179,14 @@ export function generateCpuKernel(red: Reduction, opts: CpuKernelOptions): CpuKe
   const tileScalars = inner.reduce((s, a) => s + a.dim, 0);
   const scalarsPerJ = tileScalars + (evaluation === 'buffer' ? formula.dimOut : 0);
   const bytesPerJ = scalarsPerJ * BYTES[opts.dtype];
+  // KMin-type searches over SqDist screen pairs in bfloat16 first (cpu-blocked-filter.ts).
+  const filter =
+    blocked !== undefined && opts.dtype === 'float32' && hooks.canSkip !== undefined && red.k !== undefined
+      ? sqDistFilter(blocked, red.k)
+      : undefined;
   const tile =
     blocked !== undefined
-      ? blockedSizes(blocked, BYTES[opts.dtype], scalarsPerJ).tile
+      ? blockedSizes(blocked, BYTES[opts.dtype], scalarsPerJ, filter).tile
       : Math.max(lanes, Math.min(MAX_TILE, Math.floor(TILE_BYTES / Math.max(1, bytesPerJ) / lanes) * lanes));
   const valSlots = Math.max(1, red.layout.dimredVal);
   const idxSlots = Math.max(1, red.layout.dimredIdx);
@@ -195,7 +203,7 @@ export function generateCpuKernel(red: Reduction, opts: CpuKernelOptions): CpuKe
       : Math.max(1, Math.min(MAX_ROW_BLOCK, Math.floor(ROW_STATE_BYTES / rowStateBytes)));
   const blockedCode =
     blocked !== undefined
-      ? generateBlockedCode(blocked, { dataBytes: BYTES[opts.dtype], tile, rowBlock })
+      ? generateBlockedCode(blocked, { dataBytes: BYTES[opts.dtype], tile, rowBlock, filter })
       : undefined;
 
   const tileOffset = new Map<FormulaArgument, number>();
@@ -324,5 +332,6 @@ export function generateCpuKernel(red: Reduction, opts: CpuKernelOptions): CpuKe
     tile,
     rowBlock,
     blockedTerms: blocked?.terms.length ?? 0,
+    bf16Screening: filter !== undefined,
   };
 }
