@@ -71,6 +71,16 @@ describe('CPU register-blocked pairwise terms: selection', function () {
       }
     });
   }
+  it('screens KMin-type SqDist searches in bfloat16 (float32 only), and nothing else', () => {
+    expect(kernel('ArgKMin_Reduction(SqDist(x,y),10,0)', 128).bf16Screening).to.equal(true);
+    expect(kernel('KMin_ArgKMin_Reduction(SqDist(x,y),10,1)', 784).bf16Screening).to.equal(true);
+    expect(kernel('ArgKMin_Reduction(SqDist(x,y),10,0)', 128).source).to.contain('vdpbf16ps');
+    expect(kernel('ArgKMin_Reduction(SqDist(x,y),10,0)', 128, 'float64').bf16Screening).to.equal(false);
+    expect(kernel('ArgKMin_Reduction(Sum(Abs(x-y)),10,0)', 128).bf16Screening).to.equal(false);
+    expect(kernel('ArgKMin_Reduction(Norm2(x-y),10,0)', 128).bf16Screening).to.equal(false);
+    expect(kernel('Min_ArgMin_Reduction(SqDist(x,y),0)', 128).bf16Screening).to.equal(false);
+    expect(kernel('Sum_Reduction(SqDist(x,y)*b,0)', 128).bf16Screening).to.equal(false);
+  });
   it('counts each distinct pairwise term once', () => {
     expect(kernel('Max_Reduction(SqDist(x,y)-(x|y)+Sum(Abs(x-y)),0)', 64).blockedTerms).to.equal(3);
     expect(kernel('Sum_Reduction(Exp(-SqDist(x,y))*SqDist(x,y)*b,0)', 64).blockedTerms).to.equal(1);
@@ -182,11 +192,31 @@ describe('CPU register-blocked pairwise terms: results against the float64 refer
     }
   }
 
+  it('screened ArgKMin on smooth data (most pairs pruned) returns the exact ids', async () => {
+    const [M, N, D] = [40, 3000, 64];
+    const aliases = [`x = Vi(${D})`, `y = Vj(${D})`, `w = Pm(${D})`, 'g = Pm(1)', 'b = Vj(1)'];
+    const c: Case = { reduction: 'KMin_ArgKMin', formula: 'SqDist(x,y)', k: 10 };
+    for (const axis of [0, 1] as const) {
+      const g = new Genred(c.formula, aliases, { reduction: c.reduction, axis, k: c.k });
+      expect(kernelOf(g, 'float32').bf16Screening).to.equal(true);
+      const r = rng(5);
+      const [rowsX, rowsY] = axis === 1 ? [M, N] : [N, M];
+      const args = [
+        Float32Array.from({ length: rowsX * D }, () => r()),
+        Float32Array.from({ length: rowsY * D }, () => r()),
+        new Float32Array(D),
+        new Float32Array(1),
+        new Float32Array(rowsY),
+      ];
+      expectBackendResult(await g.call(args), referenceOf(c, aliases, axis, args), 'float32', `axis ${axis}`);
+    }
+  });
+
   it('covers several tiles, row blocks, partial panels and partial micro-kernel rows', async () => {
     // ArgKMin over N > tile (partial last tile and panel) and M > row block (partial last block and MR group).
     for (const [M, N, D] of [
       [7, 1500, 300],
-      [1003, 70, 20],
+      [1003, 70, 21],
     ]) {
       const aliases = [`x = Vi(${D})`, `y = Vj(${D})`, `w = Pm(${D})`, 'g = Pm(1)', 'b = Vj(1)'];
       const c: Case = { reduction: 'ArgKMin', formula: 'SqDist(x,y)', k: 3 };

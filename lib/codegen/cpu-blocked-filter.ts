@@ -6,10 +6,11 @@
  * the expanded form ‖x‖² + ‖y‖² − 2⟨x̃,ỹ⟩, the dot product of the bfloat16-rounded rows computed by VDPBF16PS
  * (32 products per instruction, twice the rate of float32 FMA), and a rigorous bound on its error:
  *
- *   |SqDist(x,y) − A| ≤ c·(‖x‖² + ‖y‖²) + a,   c = 1.05·((2u + u²) + 2.1·D·ε + 16ε),  u = 2⁻⁸, ε = 2⁻²⁴
+ *   |SqDist(x,y) − A| ≤ c·(‖x‖² + ‖y‖²) + a,   c = 1.05·((2u + u²) + 2.1·D·ε + 1.1·(D + 17)·ε + 16ε),
+ *   u = 2⁻⁸, ε = 2⁻²⁴
  *
- * (bfloat16 rounding of both operands, float32 accumulation of D products, the float32 arithmetic of A and of the
- * bound itself; 2|x||y| ≤ ‖x‖² + ‖y‖² by Cauchy-Schwarz and AM-GM; `a` covers the denormals VDPBF16PS flushes).
+ * (bfloat16 rounding of both operands, float32 accumulation of D products, the float32 norms, the float32
+ * arithmetic of A and of the bound itself; 2|x||y| ≤ ‖x‖² + ‖y‖² by Cauchy-Schwarz and AM-GM; `a` covers the denormals VDPBF16PS flushes).
  * A pair whose lower bound A − bound exceeds the row's current k-th smallest exact value (thresholds only
  * decrease) cannot enter and gets +inf, which the KMin fold never keeps; every other pair (NaN and infinities
  * included) gets its exact value in the difference form, Σ (x_k − y_k)². So returned values and ids are exactly
@@ -18,6 +19,8 @@
  * Without AVX512_BF16 (decided at compile time, -march=native) the exact micro-kernel runs instead.
  */
 import type { BlockedPlan, PairwiseTerm } from './cpu-blocked';
+
+const MAX_FILTER_DIM = 8192;
 
 export interface SqDistFilter {
   /** Positions of the outer (x) and inner (y) variables. */
@@ -31,6 +34,8 @@ export interface SqDistFilter {
 /** The filter for a plan whose formula is one SqDist(x,y) term, else undefined. */
 export function sqDistFilter(plan: BlockedPlan, k: number): SqDistFilter | undefined {
   if (plan.terms.length !== 1 || plan.root.op.name !== 'Var') return undefined;
+  // Rows are converted through a stack array of D/2 words.
+  if (plan.terms[0].dim > MAX_FILTER_DIM) return undefined;
   const term: PairwiseTerm = plan.terms[0];
   const [square] = term.operands;
   if (term.kind !== 'sum' || square.op.name !== 'Square') return undefined;
@@ -63,7 +68,8 @@ export function filterSource(f: SqDistFilter, tile: number, rowBlock: number): s
   const Q = Math.ceil(D / 2);
   const u = 2 ** -8;
   const eps = 2 ** -24;
-  const slack = 1.05 * (2 * u + u * u + 2.1 * D * eps + 16 * eps);
+  // The norms' own float32 rounding (16 partial sums of D/16 terms, then 16 + the tail) adds (D + 17)·ε.
+  const slack = 1.05 * (2 * u + u * u + 2.1 * D * eps + 1.1 * (D + 17) * eps + 16 * eps);
   const absolute = D * 2 ** -100;
   const MR = 4;
   const NV = 4;
@@ -87,8 +93,25 @@ static inline unsigned keops_not_greater(keops_vec a, keops_vec b) {
 static inline unsigned keops_bf16(float v) {
   unsigned bits;
   __builtin_memcpy(&bits, &v, 4);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return 0x7fc0u;  // NaN stays NaN
-  return (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;     // round to nearest even
+  const unsigned rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;  // round to nearest even
+  return (bits & 0x7fffffffu) > 0x7f800000u ? 0x7fc0u : rounded;           // NaN stays NaN
+}
+// A row's bfloat16 pairs (components 2q, 2q+1 in the low, high half of word q) and its squared norm (16 partial
+// sums, then summed in order: the bound allows for their rounding).
+static inline void keops_bf16_row(const float* s, unsigned* pairs, float* norm) {
+  for (long q = 0; q < ${Math.floor(D / 2)}; q++) pairs[q] = keops_bf16(s[2 * q]) | keops_bf16(s[2 * q + 1]) << 16;
+  if (${D % 2} != 0) pairs[${Q - 1}] = keops_bf16(s[${D - 1}]);
+  keops_vec acc = {};
+  long k = 0;
+  for (; k + 16 <= ${D}; k += 16) {
+    keops_vec v;
+    __builtin_memcpy(&v, s + k, 64);
+    acc += v * v;
+  }
+  float n = 0;
+  for (int l = 0; l < 16; l++) n += acc[l];
+  for (; k < ${D}; k++) n += s[k] * s[k];
+  *norm = n;
 }
 // Σ (x_k − y_k)², 16 partial sums over k then summed: the exact value of a screened-in pair.
 __attribute__((noinline)) static float keops_exact_sqdist(const float* x, const float* y) {
@@ -109,6 +132,12 @@ __attribute__((noinline)) static float keops_exact_sqdist(const float* x, const 
   }
   return total;
 }
+// Once per output row of a block (from the row prologue): its bfloat16 pairs and squared norm.
+static void keops_blocked_filtered_row(const void* const* args, long i, long r, float* area) {
+  unsigned* const xpack = (unsigned*)(area + ${rowBlock} * ${tile} + ${tile * Q + tile});
+  float* const xnorm = (float*)(xpack + ${rowBlock * Q});
+  keops_bf16_row((const float*)args[${f.outerPos}] + i * ${D}, xpack + r * ${Q}, xnorm + r);
+}
 static void keops_blocked_filtered(const void* const* args, long tile_start, long len, long first_row, long rows,
                                    float* area, const keops_acc_t* acc, long acc_stride) {
   float* const values = area;
@@ -121,24 +150,14 @@ static void keops_blocked_filtered(const void* const* args, long tile_start, lon
   const long panels = (len + 63) / 64;
   for (long t = 0; t < panels * 64; t++) {
     unsigned* const d = ypack + (t / 64) * ${Q * 64} + t % 64;
-    double n = 0;
     if (t < len) {
-      const float* const s = Y + t * ${D};
-      for (long q = 0; q < ${Q}; q++)
-        d[q * 64] = keops_bf16(s[2 * q]) | (2 * q + 1 < ${D} ? keops_bf16(s[2 * q + 1]) << 16 : 0u);
-      for (long k = 0; k < ${D}; k++) n += (double)s[k] * s[k];
+      unsigned pairs[${Q}];
+      keops_bf16_row(Y + t * ${D}, pairs, ynorm + t);
+      for (long q = 0; q < ${Q}; q++) d[q * 64] = pairs[q];
     } else {
       for (long q = 0; q < ${Q}; q++) d[q * 64] = 0;
+      ynorm[t] = 0;
     }
-    ynorm[t] = (float)n;
-  }
-  for (long r = 0; r < rows; r++) {
-    const float* const s = X + r * ${D};
-    double n = 0;
-    for (long q = 0; q < ${Q}; q++)
-      xpack[r * ${Q} + q] = keops_bf16(s[2 * q]) | (2 * q + 1 < ${D} ? keops_bf16(s[2 * q + 1]) << 16 : 0u);
-    for (long k = 0; k < ${D}; k++) n += (double)s[k] * s[k];
-    xnorm[r] = (float)n;
   }
   const float slack = ${slack.toExponential(9)}f;
   const float absolute = ${absolute.toExponential(9)}f;

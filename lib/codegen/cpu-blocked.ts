@@ -197,6 +197,8 @@ export interface BlockedCode {
   readonly source: string;
   /** The statement the kernel runs per tile, after loading it: fills every term's values for the row block. */
   readonly tileCall: string;
+  /** The statement the kernel runs for row `r` (global index `i`) of a block when the block starts. */
+  readonly rowCall: string;
   /** Scalars of work area the blocked code needs, at `blocked_area` (64-byte aligned). */
   readonly scratchScalars: number;
   /** C++ pointer to the value of term `s` for output row `r` (of the block) and tile row `t`. */
@@ -402,6 +404,16 @@ ${kernels(MR_AVX512)}
 #else
 ${kernels(MR_OTHER)}
 #endif
+static void keops_blocked_row(const void* const* args, long i, long r, keops_t* area) {
+#if KEOPS_BLOCKED_FILTER
+  keops_blocked_filtered_row(args, i, r, area);
+#else
+  (void)args;
+  (void)i;
+  (void)r;
+  (void)area;
+#endif
+}
 // Packs the tile's inner rows [tile_start, tile_start + len) in panels (zeros past len), then computes every
 // term for rows [first_row, first_row + rows) × the tile into values[term][row][t].
 static void keops_blocked_tile(const void* const* args, long tile_start, long len, long first_row, long rows,
@@ -423,6 +435,7 @@ ${calls}
   return {
     source,
     tileCall: `keops_blocked_tile(task->args, tile_start, len, block_begin, rows, blocked_area, acc_area, acc_per_row);`,
+    rowCall: `keops_blocked_row(task->args, block_begin + r, r, blocked_area);`,
     scratchScalars: valueScalars + Math.max(packScalars, filterScalars),
     termValue: (s) => `blocked_area + ${s * rowBlock * tile} + r * ${tile}`,
   };

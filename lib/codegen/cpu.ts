@@ -298,7 +298,7 @@ export function generateCpuKernel(red: Reduction, opts: CpuKernelOptions): CpuKe
     DIM_IDX: String(red.layout.dimIdx),
     TILE_SCALARS: String(tileScalars),
     HOISTED_SCALARS: String(hoistedScalars),
-    ROW_PROLOGUE: rowPrologue,
+    ROW_PROLOGUE: rowPrologue + (blockedCode !== undefined ? `\n      ${blockedCode.rowCall}` : ''),
     HOOK_INIT: hooks.init,
     HOOK_FOLD: hooks.fold,
     HOOK_MERGE: hooks.merge,
