@@ -28,6 +28,10 @@
  * 4 KiB of intermediate values are evaluated one j at a time; more than 1 MiB is ERR_FORMULA_TOO_LARGE.
  * Sub-formulas that read no inner variable are computed once per output row by the formula's prologue (up to
  * 4 KiB of values per row, kept with the row's accumulators).
+ * Pairwise inner-dimension terms (SqDist, Scalprod, Sum(Abs(x-y)), ... of width >= 16) are computed per tile for
+ * the whole row block by a register-blocked micro-kernel (cpu-blocked.ts) and reach the formula as synthetic
+ * dim-1 inner variables; KMin-type searches over SqDist in float32 screen pairs in bfloat16 first
+ * (cpu-blocked-filter.ts).
  *
  * `block_sum` only changes sum-type reductions (for the others every scheme gives the same result);
  * `kahan_scheme` is accepted for Sum and Max_SumShiftExp(Weight) only (KeOpsError ERR_INVALID_ARGUMENT).
