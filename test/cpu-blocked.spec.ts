@@ -11,7 +11,7 @@
  */
 import { expect } from 'chai';
 import { generateCpuKernel, type CpuKernel } from '../lib/codegen/cpu';
-import { MIN_BLOCKED_DIM } from '../lib/codegen/cpu-blocked';
+import { MAX_BLOCKED_DIM, MIN_BLOCKED_DIM } from '../lib/codegen/cpu-blocked';
 import { parseFormula, parseReduction } from '../lib/formula';
 import { Genred, type GenredArg } from '../lib/genred';
 import { type ReferenceInput, referenceGenred } from '../lib/reference';
@@ -85,10 +85,11 @@ describe('CPU register-blocked pairwise terms: selection', function () {
     expect(kernel('Max_Reduction(SqDist(x,y)-(x|y)+Sum(Abs(x-y)),0)', 64).blockedTerms).to.equal(3);
     expect(kernel('Sum_Reduction(Exp(-SqDist(x,y))*SqDist(x,y)*b,0)', 64).blockedTerms).to.equal(1);
   });
-  it(`keeps the per-pair strategy below D=${MIN_BLOCKED_DIM} and for terms that are not component-wise`, () => {
+  it(`keeps the per-pair strategy outside D=${MIN_BLOCKED_DIM}..${MAX_BLOCKED_DIM} and for terms that are not component-wise`, () => {
     expect(kernel('Sum_Reduction(Exp(-g*SqDist(x,y))*b,0)', 3).blockedTerms).to.equal(0);
     expect(kernel('ArgKMin_Reduction(SqDist(x,y),10,0)', MIN_BLOCKED_DIM - 1).blockedTerms).to.equal(0);
     expect(kernel('Sum_Reduction(Sum(Exp(x-y)),0)', 64).blockedTerms).to.equal(0);
+    expect(kernel('Sum_Reduction(SqDist(x,y),0)', MAX_BLOCKED_DIM + 1).blockedTerms).to.equal(0);
     expect(kernel('Sum_Reduction(Sum(x*w),0)', 64).blockedTerms).to.equal(0); // no inner variable
     const plain = kernel('ArgKMin_Reduction(SqDist(x,y),10,0)', 3);
     expect(plain.source).not.to.contain('keops_blocked_tile(task->args');

@@ -32,6 +32,8 @@ import { roleOf, type VarRole } from './formula';
 
 /** Narrower terms stay with the per-pair evaluation, which is already fast there (fully unrolled D loop). */
 export const MIN_BLOCKED_DIM = 16;
+/** Wider terms stay per pair: a tile's packed panels (at least one panel of 64 j's) would outgrow the caches. */
+export const MAX_BLOCKED_DIM = 65536;
 /** Bytes of one vector register the micro-kernel is written for (AVX-512; two AVX2 registers elsewhere). */
 const VECTOR_BYTES = 64;
 /** Vectors of j's per panel: kPanel = VECTORS_PER_PANEL * lanes. */
@@ -109,7 +111,8 @@ function asTerm(
   else if (n.op.name === 'Scalprod') kind = 'scalprod';
   else return undefined;
   const dim = n.children[0].dim;
-  if (dim < MIN_BLOCKED_DIM || n.children.some((c) => c.dim !== dim)) return undefined;
+  if (dim < MIN_BLOCKED_DIM || dim > MAX_BLOCKED_DIM || n.children.some((c) => c.dim !== dim))
+    return undefined;
   const roles = new Set<VarRole>();
   for (const c of n.children) {
     const r = elementwiseRoles(c, dim, positions, tag);
