@@ -213,6 +213,22 @@ describe('CPU register-blocked pairwise terms: results against the float64 refer
     }
   });
 
+  it('screened ArgKMin keeps exact semantics with NaN, infinite and huge components', async () => {
+    const [M, N, D] = [9, 400, 40];
+    const aliases = [`x = Vi(${D})`, `y = Vj(${D})`, `w = Pm(${D})`, 'g = Pm(1)', 'b = Vj(1)'];
+    const c: Case = { reduction: 'KMin_ArgKMin', formula: 'SqDist(x,y)', k: 5 };
+    const g = new Genred(c.formula, aliases, { reduction: c.reduction, axis: 1, k: c.k });
+    const r = rng(9);
+    const x = Float32Array.from({ length: M * D }, () => r());
+    const y = Float32Array.from({ length: N * D }, () => r());
+    y[5 * D + 1] = NaN; // never enters a k-min
+    y[17 * D] = Infinity;
+    y[23 * D + 2] = 3e38; // its bfloat16 rounding overflows
+    for (let k = 0; k < D; k++) y[40 * D + k] = x[k] + 1e-3; // near-duplicate of row 0
+    const args = [x, y, new Float32Array(D), new Float32Array(1), new Float32Array(N)];
+    expectBackendResult(await g.call(args), referenceOf(c, aliases, 1, args), 'float32', 'special values');
+  });
+
   it('covers several tiles, row blocks, partial panels and partial micro-kernel rows', async () => {
     // ArgKMin over N > tile (partial last tile and panel) and M > row block (partial last block and MR group).
     for (const [M, N, D] of [
