@@ -24,6 +24,7 @@
  * Loop order: for each group of MR rows (their D values stay in L1), for each panel of the tile (in L2):
  * micro-kernel. The tile is sized so that the packed panels fit half of a 1 MiB L2.
  */
+import { KeOpsError } from '../errors';
 import { buildOp, builder } from '../formula/builder';
 import { type Node, topoOrder } from '../formula/node';
 import { filterScratchScalars, filterSource, type SqDistFilter } from './cpu-blocked-filter';
@@ -352,7 +353,7 @@ function packOffset(plan: BlockedPlan, pos: number): string {
     if (p.pos === pos) return `${offset} * kBlockedTile`;
     offset += p.dim;
   }
-  throw new Error(`position ${pos} is not packed`);
+  throw new KeOpsError('ERR_INTERNAL', `position ${pos} is not packed`);
 }
 
 export function generateBlockedCode(plan: BlockedPlan, opts: BlockedCodeOptions): BlockedCode {
