@@ -12,17 +12,19 @@
  * finds those terms and rewrites the formula with each term replaced by a synthetic dim-1 inner variable (a
  * position after the declared ones), so that the ordinary kernel evaluates only the cheap outer formula; and
  *
- *   generateBlockedCode(plan, opts) -> { source, tileCall, scratchScalars, termValues(s) }
+ *   generateBlockedCode(plan, opts) -> { source, tileCall, rowCall, scratchScalars, termValue(s) }
  *
- * emits the C++ that fills those synthetic values per tile: the tile's inner rows are packed in panels of kPanel
- * j's (component k of panel row l at [k * kPanel + l], so the D loop streams), and a micro-kernel keeps MR output
- * rows × kPanel j's of accumulators in vector registers across the D loop (MR = 6 with AVX-512's 32 registers,
- * 3 otherwise), for every pair of the row block × tile. Each pair is still computed in the difference form, one
+ * emits the C++ that fills those synthetic values per tile: the tile's inner rows are packed in panels of 4
+ * vectors of j's (64 floats / 32 doubles; component k of panel row l at [k * panel + l], so the D loop streams),
+ * and a micro-kernel keeps MR output rows × one panel of accumulators in vector registers across the D loop
+ * (MR = 4 with AVX-512's 32 registers, measured best among 6×2, 4×3, 5×3, 8×2 and 4×4 vectors; 1 otherwise),
+ * for every pair of the row block × tile. Each pair is still computed in the difference form, one
  * component after the other in increasing k, exactly as the per-pair code does: no expanded norms, so results are
  * those of the formula up to the rounding of that sequential sum (FMA-contracted as everywhere in the CPU kernel).
  *
  * Loop order: for each group of MR rows (their D values stay in L1), for each panel of the tile (in L2):
- * micro-kernel. The tile is sized so that the packed panels fit half of a 1 MiB L2.
+ * micro-kernel. The tile is sized so that the packed panels fit about a third of a 1 MiB L2. KMin-type searches
+ * over SqDist in float32 replace this exact pass by a bfloat16 screening (cpu-blocked-filter.ts).
  */
 import { KeOpsError } from '../errors';
 import { buildOp, builder } from '../formula/builder';
