@@ -58,6 +58,8 @@ const int kDimRedIdx = {{DIMRED_IDX}};
 const int kDimVal = {{DIM_VAL}};
 const int kDimIdx = {{DIM_IDX}};
 const long kTileScalars = {{TILE_SCALARS}};  // sum of the inner variables' dims
+// Work area of the register-blocked pairwise terms (lib/codegen/cpu-blocked.ts), 0 when the formula has none.
+const long kBlockedScalars = {{BLOCKED_SCALARS}};
 // Values of the sub-formulas that read no inner variable, computed once per output row by the prologue.
 const long kHoistedScalars = {{HOISTED_SCALARS}};
 const long kHoistedSlots = kHoistedScalars > 0 ? kHoistedScalars : 1;
@@ -201,7 +203,7 @@ extern "C" __attribute__((visibility("default"))) int keops_cpu_run(const keops_
   const long acc_per_row = kValSlots * kAccUnits;
   const long idx_per_row = kIdxSlots * kIdxUnits;
   const keops_size_t acc_bytes = sizeof(keops_acc_t) * (keops_size_t)(kRowBlock * acc_per_row);
-  const keops_size_t tile_bytes = sizeof(keops_t) * (keops_size_t)(tile_scalars + 1);
+  const keops_size_t tile_bytes = sizeof(keops_t) * (keops_size_t)(tile_scalars + kBlockedScalars + 1);
   const keops_size_t idx_bytes = sizeof(int) * (keops_size_t)(kRowBlock * idx_per_row);
   const keops_size_t hoisted_bytes = sizeof(keops_t) * (keops_size_t)(kRowBlock * kHoistedSlots);
   char* const work = (char*)__builtin_malloc(acc_bytes + tile_bytes + idx_bytes + hoisted_bytes + 256);
@@ -215,6 +217,8 @@ extern "C" __attribute__((visibility("default"))) int keops_cpu_run(const keops_
 #if KEOPS_EVAL == KEOPS_EVAL_BUFFER
   keops_t* const fbuf = tile + kTile * kTileScalars;  // formula values: value k of tile row t at [k * kTile + t]
 #endif
+  keops_t* const blocked_area = tile + tile_scalars;  // 64-byte aligned: tile_scalars is a multiple of 16
+  (void)blocked_area;
   (void)tile;
 
   for (long block_begin = row_begin; block_begin < row_end; block_begin += kRowBlock) {
@@ -243,6 +247,7 @@ extern "C" __attribute__((visibility("default"))) int keops_cpu_run(const keops_
         const long padded = (len + kLanes - 1) / kLanes * kLanes;
         // Transpose the inner rows of the tile; padding rows are zeros (their values are never folded).
 {{LOAD_TILE}}
+{{BLOCKED_TILE}}
         for (long r = 0; r < rows; r++) {
           const long i = block_begin + r;
           const RowState s = keops_row_state(acc_area + r * acc_per_row, idx_area + r * idx_per_row);

@@ -28,6 +28,10 @@
  * 4 KiB of intermediate values are evaluated one j at a time; more than 1 MiB is ERR_FORMULA_TOO_LARGE.
  * Sub-formulas that read no inner variable are computed once per output row by the formula's prologue (up to
  * 4 KiB of values per row, kept with the row's accumulators).
+ * Pairwise inner-dimension terms (SqDist, Scalprod, Sum(Abs(x-y)), ... of width >= 16) are computed per tile for
+ * the whole row block by a register-blocked micro-kernel (cpu-blocked.ts) and reach the formula as synthetic
+ * dim-1 inner variables; KMin-type searches over SqDist in float32 screen pairs in bfloat16 first
+ * (cpu-blocked-filter.ts).
  *
  * `block_sum` only changes sum-type reductions (for the others every scheme gives the same result);
  * `kahan_scheme` is accepted for Sum and Max_SumShiftExp(Weight) only (KeOpsError ERR_INVALID_ARGUMENT).
@@ -37,7 +41,9 @@ import { KeOpsError } from '../errors';
 import { topoOrder } from '../formula/node';
 import type { Reduction, ReductionLayout } from '../formula/reduction';
 import type { ArgPosition, FormulaArgument, FormulaCode } from './formula';
-import { BYTES, CPP_TYPE, generateKernelParts } from './kernel-parts';
+import { blockedSizes, generateBlockedCode, planBlockedEvaluation } from './cpu-blocked';
+import { sqDistFilter } from './cpu-blocked-filter';
+import { BYTES, CPP_TYPE, checkKernelOptions, generateKernelParts } from './kernel-parts';
 import { unsupportedSumScheme } from './reduction-hooks';
 import { fillTemplate, inlineHeader, readPackageFile } from './templates';
 
@@ -68,6 +74,10 @@ export interface CpuKernel {
   readonly lanes: number;
   readonly tile: number;
   readonly rowBlock: number;
+  /** Pairwise inner-dimension terms computed by the register-blocked micro-kernel (0: none, see cpu-blocked.ts). */
+  readonly blockedTerms: number;
+  /** Whether the kernel screens a KMin-type SqDist in bfloat16 where the CPU allows (cpu-blocked-filter.ts). */
+  readonly bf16Screening: boolean;
 }
 
 /**
@@ -118,6 +128,12 @@ const TILE_BYTES = 65536;
 const MAX_TILE = 1024;
 const ROW_STATE_BYTES = 32768;
 const MAX_ROW_BLOCK = 64;
+/**
+ * With blocked terms, every tile is packed once per row block: larger blocks amortise the packing (their
+ * per-row state is small, and the terms' values per block are written once and read once).
+ */
+const BLOCKED_ROW_STATE_BYTES = 131072;
+const MAX_BLOCKED_ROW_BLOCK = 480;
 
 function readAbiVersion(): number {
   const m = /#define\s+KEOPS_CPU_ABI_VERSION\s+(\d+)/.exec(readPackageFile('native/keops_abi.h'));
@@ -145,7 +161,15 @@ function chooseEvaluation(red: Reduction, formula: FormulaCode, dataBytes: numbe
 const INDENT = '        ';
 
 export function generateCpuKernel(red: Reduction, opts: CpuKernelOptions): CpuKernel {
-  const { names, formula, hooks, scheme } = generateKernelParts(red, opts);
+  checkKernelOptions(red, opts);
+  const blocked = planBlockedEvaluation(red.fout, opts.positions, red.tag);
+  const { names, formula, hooks, scheme } = generateKernelParts(red, {
+    ...opts,
+    positions: blocked?.positions ?? opts.positions,
+    formulaRoot: blocked?.root,
+  });
+  // Synthetic inner variables carrying the blocked terms' values, by position.
+  const termOfPos = new Map((blocked?.terms ?? []).map((t, s) => [t.pos, s]));
   const T = CPP_TYPE[opts.dtype];
   const TAcc = CPP_TYPE[opts.dtypeAcc];
   if (scheme === 'kahan_scheme' && hooks.kahan === undefined) throw unsupportedSumScheme(red, opts.sumScheme);
@@ -155,13 +179,19 @@ export function generateCpuKernel(red: Reduction, opts: CpuKernelOptions): CpuKe
   // One j at a time, the formula reads inner rows where they are (contiguous components, which GCC vectorises
   // along); otherwise from the transposed tile.
   const transposed = evaluation !== 'scalar';
-  const inner = formula.args.filter((a) => a.role === 'inner' && transposed);
+  const inner = formula.args.filter((a) => a.role === 'inner' && transposed && !termOfPos.has(a.pos));
   const tileScalars = inner.reduce((s, a) => s + a.dim, 0);
-  const bytesPerJ = (tileScalars + (evaluation === 'buffer' ? formula.dimOut : 0)) * BYTES[opts.dtype];
-  const tile = Math.max(
-    lanes,
-    Math.min(MAX_TILE, Math.floor(TILE_BYTES / Math.max(1, bytesPerJ) / lanes) * lanes),
-  );
+  const scalarsPerJ = tileScalars + (evaluation === 'buffer' ? formula.dimOut : 0);
+  const bytesPerJ = scalarsPerJ * BYTES[opts.dtype];
+  // KMin-type searches over SqDist screen pairs in bfloat16 first (cpu-blocked-filter.ts).
+  const filter =
+    blocked !== undefined && opts.dtype === 'float32' && hooks.canSkip !== undefined && red.k !== undefined
+      ? sqDistFilter(blocked, red.k)
+      : undefined;
+  const tile =
+    blocked !== undefined
+      ? blockedSizes(blocked, BYTES[opts.dtype], scalarsPerJ, filter).tile
+      : Math.max(lanes, Math.min(MAX_TILE, Math.floor(TILE_BYTES / Math.max(1, bytesPerJ) / lanes) * lanes));
   const valSlots = Math.max(1, red.layout.dimredVal);
   const idxSlots = Math.max(1, red.layout.dimredIdx);
   const laneCopies = evaluation === 'lanes' ? lanes : 0;
@@ -171,7 +201,14 @@ export function generateCpuKernel(red: Reduction, opts: CpuKernelOptions): CpuKe
     (4 + 2 * laneCopies) * valSlots * BYTES[opts.dtypeAcc] +
     (2 + laneCopies) * idxSlots * 4 +
     hoistedScalars * BYTES[opts.dtype];
-  const rowBlock = Math.max(1, Math.min(MAX_ROW_BLOCK, Math.floor(ROW_STATE_BYTES / rowStateBytes)));
+  const rowBlock =
+    blocked !== undefined
+      ? Math.max(1, Math.min(MAX_BLOCKED_ROW_BLOCK, Math.floor(BLOCKED_ROW_STATE_BYTES / rowStateBytes)))
+      : Math.max(1, Math.min(MAX_ROW_BLOCK, Math.floor(ROW_STATE_BYTES / rowStateBytes)));
+  const blockedCode =
+    blocked !== undefined
+      ? generateBlockedCode(blocked, { dataBytes: BYTES[opts.dtype], tile, rowBlock, filter })
+      : undefined;
 
   const tileOffset = new Map<FormulaArgument, number>();
   let offset = 0;
@@ -207,6 +244,8 @@ export function generateCpuKernel(red: Reduction, opts: CpuKernelOptions): CpuKe
   const rowPointers = rowPointerLines.map((line) => `${INDENT}  ${line}`).join('\n');
   const callArgs = formula.args.map((a) => {
     if (a.role !== 'inner') return pointerName.get(a) as string;
+    const term = termOfPos.get(a.pos);
+    if (term !== undefined) return `${blockedCode?.termValue(term)} + t`;
     return transposed
       ? `tile + ${tileOffset.get(a)} * kTile + t`
       : `${argPointer(a)} + (tile_start + t) * ${a.dim}`;
@@ -224,12 +263,21 @@ export function generateCpuKernel(red: Reduction, opts: CpuKernelOptions): CpuKe
           ...prologue.args.map((a) => pointerName.get(a) as string),
           'hoisted_area + r * kHoistedSlots',
         ].join(', ')});\n      }`;
-  const checkArgs = formula.args.map((a) => `  if (task->args[${a.pos}] == 0) return kBadTask;`).join('\n');
+  const readPositions = new Set([
+    ...formula.args.map((a) => a.pos).filter((pos) => !termOfPos.has(pos)),
+    ...(blocked?.packed.map((p) => p.pos) ?? []),
+    ...(blocked?.direct ?? []),
+  ]);
+  const checkArgs = [...readPositions]
+    .sort((a, b) => a - b)
+    .map((pos) => `  if (task->args[${pos}] == 0) return kBadTask;`)
+    .join('\n');
 
   const source = fillTemplate(readPackageFile('cuda-templates/cpu_kernel.tpl'), {
     DESCRIPTION:
       `${red.def.name}, tag ${red.tag}, formula sha256 ${red.fout.hash.slice(0, 16)}, ` +
-      `${opts.dtype} (accumulator ${opts.dtypeAcc}), ${scheme}, ${evaluation} evaluation`,
+      `${opts.dtype} (accumulator ${opts.dtypeAcc}), ${scheme}, ${evaluation} evaluation` +
+      (blocked !== undefined ? `, ${blocked.terms.length} register-blocked pairwise term(s)` : ''),
     PRELUDE: inlineHeader('cuda-templates/keops_prelude.h'),
     ABI: inlineHeader('native/keops_abi.h'),
     EVAL: { lanes: 'KEOPS_EVAL_LANES', buffer: 'KEOPS_EVAL_BUFFER', scalar: 'KEOPS_EVAL_SCALAR' }[evaluation],
@@ -242,7 +290,7 @@ export function generateCpuKernel(red: Reduction, opts: CpuKernelOptions): CpuKe
     HAS_SKIP_TEST: hooks.canSkip !== undefined ? '1' : '0',
     T,
     TACC: TAcc,
-    FORMULA: formula.source,
+    FORMULA: formula.source + (blockedCode?.source ?? ''),
     HOOKS: hooks.source,
     LANES: String(lanes),
     TILE: String(tile),
@@ -254,7 +302,7 @@ export function generateCpuKernel(red: Reduction, opts: CpuKernelOptions): CpuKe
     DIM_IDX: String(red.layout.dimIdx),
     TILE_SCALARS: String(tileScalars),
     HOISTED_SCALARS: String(hoistedScalars),
-    ROW_PROLOGUE: rowPrologue,
+    ROW_PROLOGUE: rowPrologue + (blockedCode !== undefined ? `\n      ${blockedCode.rowCall}` : ''),
     HOOK_INIT: hooks.init,
     HOOK_FOLD: hooks.fold,
     HOOK_MERGE: hooks.merge,
@@ -265,6 +313,8 @@ export function generateCpuKernel(red: Reduction, opts: CpuKernelOptions): CpuKe
     HOOK_CAN_SKIP: hooks.canSkip ?? 'keops_no_skip_test',
     CHECK_ARGS: checkArgs,
     LOAD_TILE: loadTile,
+    BLOCKED_SCALARS: String(blockedCode?.scratchScalars ?? 0),
+    BLOCKED_TILE: blockedCode !== undefined ? `${INDENT}${blockedCode.tileCall}` : '',
     ROW_POINTERS: rowPointers,
     FORMULA_CALL: formulaCall,
   });
@@ -272,7 +322,10 @@ export function generateCpuKernel(red: Reduction, opts: CpuKernelOptions): CpuKe
     source,
     compilerFlags:
       evaluation !== 'scalar'
-        ? [...CPU_COMPILER_FLAGS, ...unrollFlags(Math.max(...topoOrder(red.fout).map((n) => n.dim)))]
+        ? [
+            ...CPU_COMPILER_FLAGS,
+            ...unrollFlags(Math.max(...topoOrder(blocked?.root ?? red.fout).map((n) => n.dim))),
+          ]
         : CPU_COMPILER_FLAGS,
     layout: red.layout,
     entry: 'keops_cpu_run',
@@ -282,5 +335,7 @@ export function generateCpuKernel(red: Reduction, opts: CpuKernelOptions): CpuKe
     lanes,
     tile,
     rowBlock,
+    blockedTerms: blocked?.terms.length ?? 0,
+    bf16Screening: filter !== undefined,
   };
 }

@@ -3,6 +3,7 @@
  * emitted once (with one name allocator) for a reduction, which each template then wraps in its own loops.
  */
 import { KeOpsError } from '../errors';
+import type { Node } from '../formula/node';
 import type { Reduction } from '../formula/reduction';
 import { type ArgPosition, type FormulaCode, generateFormulaCode } from './formula';
 import { NameAllocator } from './names';
@@ -22,6 +23,8 @@ export interface KernelPartsOptions {
   readonly dtypeAcc: KernelDtype;
   readonly sumScheme: KernelSumScheme;
   readonly positions: readonly ArgPosition[];
+  /** The formula to emit when not the reduction's own (a rewritten equivalent, e.g. by cpu-blocked.ts). */
+  readonly formulaRoot?: Node;
 }
 
 export interface KernelParts {
@@ -67,7 +70,7 @@ export function generateKernelParts(red: Reduction, opts: KernelPartsOptions): K
   const names = new NameAllocator();
   const functionName = names.reserve('keops_formula');
   names.reserve('keops_red');
-  const formula = generateFormulaCode(red.fout, {
+  const formula = generateFormulaCode(opts.formulaRoot ?? red.fout, {
     T: 'keops_t',
     positions: opts.positions,
     tag: red.tag,
