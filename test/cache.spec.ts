@@ -34,7 +34,7 @@ import { kernelCompilerFlags, LARGE_SOURCE_CHARS } from '../lib/backend/cpu/comp
 import { KeOpsError } from '../lib/errors';
 import { Genred } from '../lib/genred';
 import { describeRuntime } from '../lib/runtime-summary';
-import { rejection, thrown } from './util';
+import { rejection, thrown, withEnvAsync } from './util';
 
 const execFileAsync = promisify(execFile);
 const repoRoot = resolve(__dirname, '..');
@@ -81,23 +81,6 @@ function entries(dir: string): string[] {
 
 /** An entry's key: its file name without the extension. */
 const keyOf = (path: string): string => basename(path).replace(/\.[a-z]+$/, '');
-
-/** Runs `body` with the environment variables `vars` set (undefined = unset), restoring them afterwards. */
-async function withEnv<T>(vars: Record<string, string | undefined>, body: () => T | Promise<T>): Promise<T> {
-  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
-  const apply = (values: Record<string, string | undefined>) => {
-    for (const [k, v] of Object.entries(values)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  };
-  apply(vars);
-  try {
-    return await body();
-  } finally {
-    apply(saved);
-  }
-}
 
 /** An executable shell script standing in for the compiler (answers --version like one). */
 function fakeCompiler(dir: string, name: string, body: string): string {
@@ -272,7 +255,7 @@ describe('kernel cache', function () {
 
   it('is ERR_COMPILE when the compiler reports success but writes nothing', async function () {
     const silent = fakeCompiler(cacheDir, 'silent-cxx', 'exit 0');
-    await withEnv({ CXX: silent }, async () => {
+    await withEnvAsync({ CXX: silent }, async () => {
       const e = await rejection(acquireCpuKernel(kernelSpec('silent')));
       expect(e.code).to.equal('ERR_COMPILE');
       expect(e.message).to.contain('wrote no shared object');
@@ -286,20 +269,20 @@ describe('kernel cache', function () {
     const other = mkdtempSync(join(tmpdir(), 'keops-cache-eisdir-'));
     try {
       mkdirSync(join(other, basename(path)));
-      await withEnv({ KEOPS_CACHE_DIR: other }, async () => {
+      await withEnvAsync({ KEOPS_CACHE_DIR: other }, async () => {
         expect((await rejection(acquireCpuKernel(kernelSpec('eisdir')))).code).to.equal('ERR_CACHE');
         expect(thrown(() => acquireCpuKernelSync(kernelSpec('eisdir'))).code).to.equal('ERR_CACHE');
       });
       const file = join(other, 'plain-file');
       writeFileSync(file, 'not a folder');
-      await withEnv({ KEOPS_CACHE_DIR: file }, async () => {
+      await withEnvAsync({ KEOPS_CACHE_DIR: file }, async () => {
         expect((await rejection(acquireCpuKernel(kernelSpec('enotdir')))).code).to.equal('ERR_CACHE');
       });
       if (process.getuid?.() !== 0) {
         // Permissions do not stop root: checked only as another user.
         const locked = join(other, 'locked');
         mkdirSync(locked, { mode: 0o500 });
-        await withEnv({ KEOPS_CACHE_DIR: locked }, async () => {
+        await withEnvAsync({ KEOPS_CACHE_DIR: locked }, async () => {
           expect((await rejection(acquireCpuKernel(kernelSpec('eacces')))).code).to.equal('ERR_CACHE');
         });
       }
@@ -313,7 +296,7 @@ describe('kernel cache', function () {
     const pidFile = join(cacheDir, 'slow-child.pid');
     // The "compiler" starts a long child (like cc1plus) and waits for it.
     const slow = fakeCompiler(cacheDir, 'slow-cxx', `sleep 120 & echo $! > ${pidFile}; wait`);
-    await withEnv({ CXX: slow, KEOPS_COMPILE_TIMEOUT: '1' }, async () => {
+    await withEnvAsync({ CXX: slow, KEOPS_COMPILE_TIMEOUT: '1' }, async () => {
       const e = await rejection(acquireCpuKernel(kernelSpec('slow')));
       expect(e.code).to.equal('ERR_COMPILE_TIMEOUT');
       expect(e.message).to.contain('KEOPS_COMPILE_TIMEOUT');
@@ -322,7 +305,7 @@ describe('kernel cache', function () {
       expect(running(child), 'the compiler child survived').to.equal(false);
       expect(thrown(() => acquireCpuKernelSync(kernelSpec('slow'))).code).to.equal('ERR_COMPILE_TIMEOUT');
     });
-    await withEnv({ KEOPS_COMPILE_TIMEOUT: 'soon' }, async () => {
+    await withEnvAsync({ KEOPS_COMPILE_TIMEOUT: 'soon' }, async () => {
       expect((await rejection(acquireCpuKernel(kernelSpec('slow')))).code).to.equal('ERR_INVALID_ARGUMENT');
     });
     expect(temporaries(cacheDir)).to.deep.equal([]);
@@ -353,14 +336,14 @@ describe('kernel cache', function () {
       ...kernelSpec('cxxflags'),
       source: `#ifndef KEOPS_TEST_FLAG\n#error CXXFLAGS ignored\n#endif\n${kernelSpec('cxxflags').source}`,
     };
-    await withEnv({ CXX: cxx, CXXFLAGS: '-DKEOPS_TEST_FLAG=1  -g0' }, async () => {
+    await withEnvAsync({ CXX: cxx, CXXFLAGS: '-DKEOPS_TEST_FLAG=1  -g0' }, async () => {
       expect((await acquireCpuKernel(spec)).origin).to.equal('compiled');
     });
     const levels = (chars: number) =>
       kernelCompilerFlags(chars, ['-O3', '-ffast-math']).filter((f) => f.startsWith('-O'));
     expect(levels(LARGE_SOURCE_CHARS + 1)).to.deep.equal(['-O1']);
     expect(levels(1000)).to.deep.equal(['-O3']);
-    await withEnv({ CXXFLAGS: '-O2' }, () => {
+    await withEnvAsync({ CXXFLAGS: '-O2' }, () => {
       expect(levels(LARGE_SOURCE_CHARS + 1)).to.deep.equal(['-O1', '-O2']); // the user's comes last and wins
     });
   });

@@ -34,6 +34,7 @@ import { REDUCTIONS } from '../lib/formula/reductions';
 import { ALL_OPS } from '../lib/formula/registry';
 import type { ArgPosition } from '../lib/codegen/formula';
 import { ALIASES, OP_INSTANCES } from './op-instances';
+import { withEnvAsync } from './util';
 
 /** One instance of every reduction, as `(formula text, tag)` → reduction text. */
 function reductionInstance(name: string, tag: 0 | 1): string {
@@ -106,26 +107,6 @@ const KAHAN_REDUCTIONS: ReadonlySet<string> = new Set(
   ),
 );
 
-/** Runs `body` with environment variables set, restoring them after. */
-async function withEnv<T>(
-  vars: Readonly<Record<string, string | undefined>>,
-  body: () => Promise<T>,
-): Promise<T> {
-  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
-  const apply = (values: Readonly<Record<string, string | undefined>>): void => {
-    for (const [k, v] of Object.entries(values)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  };
-  apply(vars);
-  try {
-    return await body();
-  } finally {
-    apply(saved);
-  }
-}
-
 /** NVRTC from the environment, or unpacked by .ci/run into .nvrtc/. */
 function localNvrtc(): string | undefined {
   if (process.env.KEOPS_NVRTC_LIBRARY) return process.env.KEOPS_NVRTC_LIBRARY;
@@ -182,7 +163,7 @@ describe('CUDA backend without a GPU', function () {
         console.log('      (skipped: no driver library: set KEOPS_TEST_LIBCUDA to a libcuda.so.1 to run it)');
         this.skip();
       }
-      const info = await withEnv({ KEOPS_CUDA_DRIVER_LIBRARY: driver }, runtimeInfo);
+      const info = await withEnvAsync({ KEOPS_CUDA_DRIVER_LIBRARY: driver }, runtimeInfo);
       if (info.devices.length > 0) this.skip();
       expect(info.backend).to.equal('cpu');
       expect(info.driver?.version).to.be.a('number').above(0);
@@ -191,14 +172,14 @@ describe('CUDA backend without a GPU', function () {
 
     it('reports the dlerror text of a KEOPS_CUDA_DRIVER_LIBRARY that does not exist', async () => {
       const missing = '/nonexistent/keops-test/libcuda.so.1';
-      const info = await withEnv({ KEOPS_CUDA_DRIVER_LIBRARY: missing }, runtimeInfo);
+      const info = await withEnvAsync({ KEOPS_CUDA_DRIVER_LIBRARY: missing }, runtimeInfo);
       expect(info.backend).to.equal('cpu');
       expect(info.reason).to.contain(`${missing}: cannot open shared object file`);
     });
 
     it('reports the dlerror text of a KEOPS_NVRTC_LIBRARY that does not exist', async () => {
       const missing = '/nonexistent/keops-test/libnvrtc.so.13';
-      const info = await withEnv({ KEOPS_NVRTC_LIBRARY: missing }, runtimeInfo);
+      const info = await withEnvAsync({ KEOPS_NVRTC_LIBRARY: missing }, runtimeInfo);
       expect(info.backend).to.equal('cpu');
       expect(info.nvrtc).to.equal(undefined);
       expect(info.reason).to.contain(`${missing}: cannot open shared object file: No such file or directory`);
@@ -211,7 +192,7 @@ describe('CUDA backend without a GPU', function () {
         compileCuda,
         async (s: string, o: Parameters<typeof compileCuda>[1]) => compileCudaSync(s, o),
       ]) {
-        const error = await withEnv({ KEOPS_NVRTC_LIBRARY: missing }, () =>
+        const error = await withEnvAsync({ KEOPS_NVRTC_LIBRARY: missing }, () =>
           compile('extern "C" __global__ void k() {}', { fastMath: false, output: 'ptx' }).then(
             () => undefined,
             (e: unknown) => e,

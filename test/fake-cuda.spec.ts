@@ -16,7 +16,7 @@ import { type CudaKernels, generateCudaKernels } from '../lib/codegen/cuda';
 import { parseReductionWithVariables } from '../lib/formula/index';
 import { referenceReduction } from '../lib/reference';
 import { buildFakeCuda, type FakeCuda, fakeCudaEnv } from './fake-cuda';
-import { expectClose, randArray, rng } from './util';
+import { expectClose, randArray, rng, withEnv } from './util';
 
 const hasCompiler = spawnSync('g++', ['--version']).status === 0;
 
@@ -31,23 +31,6 @@ function expectEmulatedImage(image: Buffer): void {
   expect(image.subarray(0, 8).toString('latin1')).to.equal('KEOPSEMU');
   expect(image.readBigUInt64LE(8)).to.equal(BigInt(image.length - 16));
   expect([...image.subarray(16, 20)]).to.deep.equal([0x7f, 0x45, 0x4c, 0x46]); // the shared object's ELF header
-}
-
-/** Runs `body` with some environment variables set (undefined: unset), restoring them afterwards. */
-function withEnv<T>(vars: Record<string, string | undefined>, body: () => T): T {
-  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
-  const apply = (values: Record<string, string | undefined>) => {
-    for (const [k, v] of Object.entries(values)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  };
-  apply(vars);
-  try {
-    return body();
-  } finally {
-    apply(saved);
-  }
 }
 
 describe('fake CUDA driver and NVRTC (test doubles)', function () {

@@ -12,7 +12,16 @@
  * source.
  */
 import { execFile } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -25,6 +34,19 @@ import { expectBackendResult, randArray, rng } from './util';
 const execFileAsync = promisify(execFile);
 const ROOT = resolve(__dirname, '..');
 const PREBUILD = join('prebuilds', 'linux-x64', 'keops-node.glibc.node');
+/** What `npm pack` needs from the checkout: the package's files and what builds them (dist/ and prebuilds/). */
+const PACKED_SOURCES = [
+  'package.json',
+  'package-lock.json',
+  'README.md',
+  'binding.gyp',
+  'CMakeLists.txt',
+  'tsconfig.json',
+  'tsconfig.build.json',
+  'lib',
+  'native',
+  'cuda-templates',
+];
 
 const FORMULA = 'Exp(-SqDist(x,y))*b';
 const ALIASES = ['x = Vi(3)', 'y = Vj(3)', 'b = Vj(2)'];
@@ -235,6 +257,7 @@ describe('without a C++ compiler', function () {
 describe('the packed package (KEOPS_PACK_TEST=1)', function () {
   this.timeout(600_000);
   let folder = '';
+  let staging = '';
   let tarball = '';
   let inputFile = '';
   let expected: Float64Array;
@@ -256,8 +279,13 @@ describe('the packed package (KEOPS_PACK_TEST=1)', function () {
     writeFileSync(inputFile, JSON.stringify(c.inputs));
     expected = c.expected as Float64Array;
     // `npm pack` runs prepack (npm run prebuildify) and prepare (the TypeScript build), as `npm publish` does.
+    // It runs in a copy of the sources: prebuildify rebuilds build/Release, and rewriting the addon that this very
+    // test process (and its later specs) has mapped would crash it.
+    staging = join(folder, 'sources');
+    for (const entry of PACKED_SOURCES) cpSync(join(ROOT, entry), join(staging, entry), { recursive: true });
+    symlinkSync(join(ROOT, 'node_modules'), join(staging, 'node_modules'));
     const { stdout } = await execFileAsync('npm', ['pack', '--json', '--pack-destination', folder], {
-      cwd: ROOT,
+      cwd: staging,
       env: cleanEnv(),
       maxBuffer: 64 << 20,
     });
@@ -336,7 +364,9 @@ describe('the packed package (KEOPS_PACK_TEST=1)', function () {
 
   it('the prebuild needs at most glibc 2.34 and GLIBCXX 3.4.30 (the systems README promises)', async function () {
     if (onPath('objdump') === undefined) this.skip();
-    const { stdout } = await execFileAsync('objdump', ['-T', join(ROOT, PREBUILD)], { maxBuffer: 64 << 20 });
+    const { stdout } = await execFileAsync('objdump', ['-T', join(staging, PREBUILD)], {
+      maxBuffer: 64 << 20,
+    });
     const newest = (prefix: string) =>
       [...stdout.matchAll(new RegExp(`\\(${prefix}_([0-9.]+)\\)`, 'g'))]
         .map((m) => m[1].split('.').map(Number))

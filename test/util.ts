@@ -263,3 +263,39 @@ export function gaussianSystem(
   }
   return A;
 }
+
+/** Sets environment variables (undefined = unset); returns a function that restores what they were. */
+function setEnv(vars: Readonly<Record<string, string | undefined>>): () => void {
+  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
+  const apply = (values: Readonly<Record<string, string | undefined>>): void => {
+    for (const [k, v] of Object.entries(values)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  };
+  apply(vars);
+  return () => apply(saved);
+}
+
+/** Runs `body` with the environment variables `vars` set (undefined = unset), restoring them afterwards. */
+export function withEnv<T>(vars: Readonly<Record<string, string | undefined>>, body: () => T): T {
+  const restore = setEnv(vars);
+  try {
+    return body();
+  } finally {
+    restore();
+  }
+}
+
+/** `withEnv` for an asynchronous body: the variables stay set until its promise settles. */
+export async function withEnvAsync<T>(
+  vars: Readonly<Record<string, string | undefined>>,
+  body: () => T | Promise<T>,
+): Promise<T> {
+  const restore = setEnv(vars);
+  try {
+    return await body();
+  } finally {
+    restore();
+  }
+}
