@@ -47,6 +47,13 @@ describe('README TypeScript snippets', function () {
     sb: 'Float64Array',
     sigma: 'number',
     centroidDistance: '(i: number, j: number) => number',
+    u: '{ data: Float64Array; shape: number[] }',
+    v: '{ data: Float64Array; shape: number[] }',
+    beta: 'Float64Array',
+    baseShard0: 'Float32Array',
+    bytesFromAnotherMachine: 'Uint8Array',
+    n: 'number',
+    readBaseRows: '(start: number, end: number) => Float32Array',
   };
 
   it('compile under tsc --strict', () => {
