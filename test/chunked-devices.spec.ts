@@ -8,7 +8,7 @@ import { runtimeInfo } from '../lib/backend/cuda/runtime';
 import { Genred } from '../lib/genred';
 import { reduceChunked } from '../lib/jobs/chunked';
 import { PartialReducer } from '../lib/jobs/partial';
-import { useCudaTarget, withFakeEnv } from './cuda-target';
+import { useCudaTarget, useFakeCudaDevices, withFakeEnv } from './cuda-target';
 import { expectRelative, randArray, rejection, rng, useTestKernelCache } from './util';
 
 const ALIASES = ['x = Vi(3)', 'y = Vj(3)', 'b = Vj(2)'];
@@ -16,14 +16,7 @@ const ALIASES = ['x = Vi(3)', 'y = Vj(3)', 'b = Vj(2)'];
 describe('chunked runs on several GPUs', function () {
   this.timeout(600_000);
   useTestKernelCache();
-  const savedDevices = process.env.KEOPS_FAKE_CUDA_DEVICES;
-  before(() => {
-    process.env.KEOPS_FAKE_CUDA_DEVICES = '3';
-  });
-  after(() => {
-    if (savedDevices === undefined) delete process.env.KEOPS_FAKE_CUDA_DEVICES;
-    else process.env.KEOPS_FAKE_CUDA_DEVICES = savedDevices;
-  });
+  useFakeCudaDevices(3);
   const target = useCudaTarget();
   beforeEach(function () {
     target.require(this);

@@ -5,7 +5,6 @@
  * that are not multiples of the block size, so that partial tiles, partial blocks and uneven slices all occur.
  * Needs g++ (skipped otherwise); no GPU, no NVRTC.
  */
-import { spawnSync } from 'node:child_process';
 import { expect } from 'chai';
 import { buildRangesLookup } from '../lib/backend/cuda/launch';
 import { planReduction } from '../lib/backend/plan';
@@ -20,7 +19,7 @@ import { parseReductionWithVariables } from '../lib/formula/index';
 import type { FormulaVariable } from '../lib/formula/aliases';
 import type { Reduction } from '../lib/formula/reduction';
 import { type Ranges, referenceReduction, type ReferenceInput } from '../lib/reference';
-import { CudaEmulator, type EmulatedLaunch } from './cuda-emulator';
+import { type EmulatedLaunch, useCudaEmulator } from './cuda-emulator';
 import { expectClose, randArray, rng } from './util';
 
 const ALIASES = ['x = Vi(3)', 'y = Vj(3)', 'b = Vj(2)', 's = Pm(1)', 'u = Vi(2)'];
@@ -66,18 +65,9 @@ function tolerance(dtype: CudaDtype): [number, number] {
   return dtype === 'float32' ? [2e-4, 2e-5] : [1e-11, 1e-13];
 }
 
-const hasCompiler = spawnSync('g++', ['--version']).status === 0;
-
 describe('CUDA kernels emulated on the CPU', function () {
   this.timeout(300_000);
-  const emulator = new CudaEmulator();
-  before(function () {
-    if (!hasCompiler) {
-      console.log('      (skipped: no g++ to compile the emulated kernels)');
-      this.skip();
-    }
-  });
-  after(() => emulator.dispose());
+  const emulator = useCudaEmulator();
 
   const sizes = (c: Case): { nx: number; ny: number } =>
     c.reduction.tag === 0 ? { nx: M, ny: N } : { nx: N, ny: M };

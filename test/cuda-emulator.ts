@@ -7,7 +7,7 @@
  * GPU's only to rounding; the indexing, tiling, synchronisation, split/merge, ranges and batch logic are exactly
  * the GPU's.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -176,4 +176,20 @@ export class CudaEmulator {
   dispose(): void {
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * A CudaEmulator for one describe block: the suite is skipped (saying why) where there is no g++ to compile the
+ * emulated kernels, and the emulator's files are removed after it.
+ */
+export function useCudaEmulator(): CudaEmulator {
+  const emulator = new CudaEmulator();
+  before(function () {
+    if (spawnSync('g++', ['--version']).status !== 0) {
+      console.log('      (skipped: no g++ to compile the emulated kernels)');
+      this.skip();
+    }
+  });
+  after(() => emulator.dispose());
+  return emulator;
 }

@@ -4,7 +4,6 @@
  * group test (`can_skip` over several pairs) with values arriving in decreasing order and with ties, the
  * LogSumExp hot fold with ±inf and NaN terms, and the launch geometry that goes with them. Needs g++.
  */
-import { spawnSync } from 'node:child_process';
 import { expect } from 'chai';
 import { buildRangesLookup, planCudaLaunch } from '../lib/backend/cuda/launch';
 import { planReduction } from '../lib/backend/plan';
@@ -13,7 +12,7 @@ import type { ArgPosition } from '../lib/codegen/formula';
 import { parseReductionWithVariables } from '../lib/formula/index';
 import { type Ranges, referenceReduction } from '../lib/reference';
 import { KeOpsError } from '../lib/errors';
-import { CudaEmulator } from './cuda-emulator';
+import { useCudaEmulator } from './cuda-emulator';
 import { expectClose, randArray, rng } from './util';
 
 const ALIASES = ['x = Vi(3)', 'y = Vj(3)', 'b = Vj(1)', 'c = Vj(1)'];
@@ -31,15 +30,9 @@ function parse(text: string) {
 /** Rows of a variable: M for i-variables, N for j-variables (whatever the tag), 1 for parameters. */
 const rowsOf = (p: ArgPosition): number => (p.cat === 2 ? 1 : p.cat === 0 ? M : N);
 
-const hasCompiler = spawnSync('g++', ['--version']).status === 0;
-
 describe('CUDA kernels: several rows per thread, KMin group test, LogSumExp hot fold (emulated)', function () {
   this.timeout(300_000);
-  const emulator = new CudaEmulator();
-  before(function () {
-    if (!hasCompiler) this.skip();
-  });
-  after(() => emulator.dispose());
+  const emulator = useCudaEmulator();
 
   async function check(
     text: string,

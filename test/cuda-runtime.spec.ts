@@ -19,7 +19,7 @@ import { parseFormula } from '../lib/formula';
 import { Genred } from '../lib/genred';
 import type { ReductionName } from '../lib/genred-types';
 import { referenceGenred } from '../lib/reference';
-import { useCudaTarget, withFakeEnv } from './cuda-target';
+import { useCudaTarget, useFakeCudaDevices, withFakeEnv } from './cuda-target';
 import { expectBackendResult, randArray, rejection, rng, thrown, useTestKernelCache } from './util';
 
 const execFileAsync = promisify(execFile);
@@ -57,14 +57,7 @@ describe('CUDA device runtime', function () {
   this.timeout(300_000);
   useTestKernelCache();
   // Two emulated devices, for the mismatch and sticky-error tests (read by the fake driver when probed).
-  const savedDevices = process.env.KEOPS_FAKE_CUDA_DEVICES;
-  before(() => {
-    process.env.KEOPS_FAKE_CUDA_DEVICES = '2';
-  });
-  after(() => {
-    if (savedDevices === undefined) delete process.env.KEOPS_FAKE_CUDA_DEVICES;
-    else process.env.KEOPS_FAKE_CUDA_DEVICES = savedDevices;
-  });
+  useFakeCudaDevices(2);
   const target = useCudaTarget();
   const emulatedOnly = (context: Mocha.Context) => {
     target.require(context);

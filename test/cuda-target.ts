@@ -93,3 +93,16 @@ export function useCudaTarget(options: { emulatedOnly?: boolean } = {}): CudaTar
     },
   };
 }
+
+/** For one describe block: the fake driver reports `count` devices (KEOPS_FAKE_CUDA_DEVICES), restored after. */
+export function useFakeCudaDevices(count: number): void {
+  let saved: string | undefined;
+  before(() => {
+    saved = process.env.KEOPS_FAKE_CUDA_DEVICES;
+    process.env.KEOPS_FAKE_CUDA_DEVICES = String(count);
+  });
+  after(() => {
+    if (saved === undefined) delete process.env.KEOPS_FAKE_CUDA_DEVICES;
+    else process.env.KEOPS_FAKE_CUDA_DEVICES = saved;
+  });
+}

@@ -70,6 +70,14 @@ function gaussCase(seed: number) {
   return { inputs: { x: Array.from(x), y: Array.from(y), b: Array.from(b) }, expected };
 }
 
+/** Writes the probe's inputs to `folder`/inputs.json; returns that path and the expected result. */
+function writeGaussCase(folder: string, seed: number): { inputFile: string; expected: Float64Array } {
+  const c = gaussCase(seed);
+  const inputFile = join(folder, 'inputs.json');
+  writeFileSync(inputFile, JSON.stringify(c.inputs));
+  return { inputFile, expected: c.expected as Float64Array };
+}
+
 interface Outcome {
   values?: number[];
   error?: { code: string; message: string };
@@ -222,10 +230,7 @@ describe('without a C++ compiler', function () {
       this.skip();
     }
     folder = mkdtempSync(join(tmpdir(), 'keops-no-compiler-'));
-    const c = gaussCase(1601);
-    inputFile = join(folder, 'inputs.json');
-    writeFileSync(inputFile, JSON.stringify(c.inputs));
-    expected = c.expected as Float64Array;
+    ({ inputFile, expected } = writeGaussCase(folder, 1601));
     env = noCompilerEnv(folder, gxx as string);
   });
   after(() => {
@@ -274,10 +279,7 @@ describe('the packed package (KEOPS_PACK_TEST=1)', function () {
       this.skip();
     }
     folder = mkdtempSync(join(tmpdir(), 'keops-pack-'));
-    const c = gaussCase(1602);
-    inputFile = join(folder, 'inputs.json');
-    writeFileSync(inputFile, JSON.stringify(c.inputs));
-    expected = c.expected as Float64Array;
+    ({ inputFile, expected } = writeGaussCase(folder, 1602));
     // `npm pack` runs prepack (npm run prebuildify) and prepare (the TypeScript build), as `npm publish` does.
     // It runs in a copy of the sources: prebuildify rebuilds build/Release, and rewriting the addon that this very
     // test process (and its later specs) has mapped would crash it.

@@ -4,7 +4,6 @@
  * index -1 with value +inf, and overlapping reduction intervals counted twice. Each on the CPU backend and on
  * the CUDA kernels emulated on the CPU, against the float64 reference evaluator.
  */
-import { spawnSync } from 'node:child_process';
 import { expect } from 'chai';
 import { Genred } from '../lib/genred';
 import { generateCudaKernels } from '../lib/codegen/cuda';
@@ -13,12 +12,10 @@ import { parseFormula, parseReductionWithVariables } from '../lib/formula/index'
 import { buildRangesLookup } from '../lib/backend/cuda/launch';
 import { planReduction } from '../lib/backend/plan';
 import { referenceGenred, referenceReduction, type Ranges } from '../lib/reference';
-import { CudaEmulator } from './cuda-emulator';
+import { type CudaEmulator, useCudaEmulator } from './cuda-emulator';
 import { expectClose, randArray, rng } from './util';
 
 const DTYPES = [Float32Array, Float64Array] as const;
-const hasCompiler = spawnSync('g++', ['--version']).status === 0;
-
 /** x: one row per i, y: N rows per j with a NaN at `nanAt` (or none when undefined). */
 function lseData(
   dtype: (typeof DTYPES)[number],
@@ -147,11 +144,7 @@ describe('semantics: overlapping reduction intervals count twice (CPU)', functio
 
 describe('semantics: the same guarantees from the CUDA kernels (emulated)', function () {
   this.timeout(300_000);
-  const emulator = new CudaEmulator();
-  before(function () {
-    if (!hasCompiler) this.skip();
-  });
-  after(() => emulator.dispose());
+  const emulator = useCudaEmulator();
   const compiled = new Map<string, Awaited<ReturnType<CudaEmulator['compile']>>>();
 
   async function run(

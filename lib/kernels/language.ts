@@ -363,25 +363,23 @@ class KernelParser {
   }
 
   private sum(): KernelTerm {
-    const first = this.product();
-    const terms = [first];
-    while (this.isOp(this.lexer.peek(), '+')) {
-      this.lexer.next();
-      terms.push(this.product());
-    }
-    this.rejectMinus();
-    return terms.length === 1 ? first : { kind: 'sum', terms, pos: first.pos };
+    return this.chain('+', 'sum', () => this.product());
   }
 
   private product(): KernelTerm {
-    const first = this.power();
+    return this.chain('*', 'product', () => this.power());
+  }
+
+  /** `operand (op operand)*` as one n-ary node (balanced when lowered, so long chains stay shallow). */
+  private chain(op: '+' | '*', kind: 'sum' | 'product', operand: () => KernelTerm): KernelTerm {
+    const first = operand();
     const terms = [first];
-    while (this.isOp(this.lexer.peek(), '*')) {
+    while (this.isOp(this.lexer.peek(), op)) {
       this.lexer.next();
-      terms.push(this.power());
+      terms.push(operand());
     }
     this.rejectMinus();
-    return terms.length === 1 ? first : { kind: 'product', terms, pos: first.pos };
+    return terms.length === 1 ? first : { kind, terms, pos: first.pos };
   }
 
   private rejectMinus(): void {

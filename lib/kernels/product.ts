@@ -463,6 +463,26 @@ function gradPosition(spec: KernelProductFormula, options: KernelProductGradOpti
   return pos;
 }
 
+/** What both gradient entry points run: the engine, its arguments and the grad options. */
+function gradRequest(
+  params: KernelProductParams,
+  x: KernelArray | readonly KernelArray[],
+  y: KernelArray | readonly KernelArray[],
+  b: KernelArray | FloatArray | readonly (KernelArray | FloatArray)[],
+  options: KernelProductGradOptions,
+) {
+  if (typeof options !== 'object' || options === null) {
+    throw invalid('kernelProductGrad: options need { wrt, cotangent }');
+  }
+  const { spec, args } = kernelProductPlan(params, x, y, b, options);
+  const gradOptions = {
+    ...runOptions(options),
+    wrt: gradPosition(spec, options),
+    cotangent: options.cotangent,
+  };
+  return { engine: engineOf(spec, options), args, gradOptions };
+}
+
 /**
  * The gradient of ⟨cotangent, kernelProduct(...)⟩ with respect to one input (`wrt`, `index`), in that input's
  * size (a scale given as a number gets a 1-value array).
@@ -475,11 +495,8 @@ export function kernelProductGrad(
   options: KernelProductGradOptions,
 ): Promise<FloatArray> {
   try {
-    if (typeof options !== 'object' || options === null)
-      throw invalid('kernelProductGrad: options need { wrt, cotangent }');
-    const { spec, args } = kernelProductPlan(params, x, y, b, options);
-    const wrt = gradPosition(spec, options);
-    return engineOf(spec, options).grad(args, { ...runOptions(options), wrt, cotangent: options.cotangent });
+    const { engine, args, gradOptions } = gradRequest(params, x, y, b, options);
+    return engine.grad(args, gradOptions);
   } catch (e) {
     return Promise.reject(e);
   }
@@ -493,13 +510,6 @@ export function kernelProductGradSync(
   b: KernelArray | FloatArray | readonly (KernelArray | FloatArray)[],
   options: KernelProductGradOptions,
 ): FloatArray {
-  if (typeof options !== 'object' || options === null)
-    throw invalid('kernelProductGrad: options need { wrt, cotangent }');
-  const { spec, args } = kernelProductPlan(params, x, y, b, options);
-  const wrt = gradPosition(spec, options);
-  return engineOf(spec, options).gradSync(args, {
-    ...runOptions(options),
-    wrt,
-    cotangent: options.cotangent,
-  });
+  const { engine, args, gradOptions } = gradRequest(params, x, y, b, options);
+  return engine.gradSync(args, gradOptions);
 }
