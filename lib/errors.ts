@@ -41,6 +41,11 @@ export type KeOpsErrorCode =
   | 'ERR_PARTIAL_FORMAT' // bytes that are not a valid serialised partial result (truncated, corrupt, other version)
   | 'ERR_MEMORY_LIMIT' // a chunked run's memoryLimit is too small (the message names the minimum)
   | 'ERR_SOURCE' // a row source threw, or returned rows of the wrong length, dtype or dimension
+  | 'ERR_FILE_FORMAT' // a vector file is malformed or not of its extension's format (the message names file and byte offset)
+  | 'ERR_FILE_IO' // a file cannot be opened, read, written or renamed (the message names the file and the system error)
+  | 'ERR_CHECKPOINT' // a job's checkpoint belongs to another job (inputs, options) or is corrupt
+  | 'ERR_QUEUE' // the job queue (Redis) is unreachable, or a distributed job failed (the message carries the cause)
+  | 'ERR_SHARD' // a job plan's shard result is missing, corrupt or inconsistent with the plan
   | 'ERR_INTERNAL'; // a bug in keops-node: please report it
 
 export interface KeOpsErrorOptions {
