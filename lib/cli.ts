@@ -12,6 +12,7 @@ import { packageVersion } from './backend/package-root';
 import { isKeOpsError } from './errors';
 import { describeRuntime } from './runtime-summary';
 import { GRAPH_USAGE, graphCommand } from './cli/graph';
+import { knnCommand } from './cli/knn';
 
 /** Where the command writes (process.stdout / stderr, or a test's buffers). */
 export interface CliIo {
@@ -67,6 +68,11 @@ const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
         out: (text) => io.out(text.replace(/\n$/, '')),
         err: (text) => io.err(text.replace(/\n$/, '')),
       }),
+  },
+  knn: {
+    usage: '--base FILE [--queries FILE] -k K --out FILE [options]',
+    summary: 'exact k-NN job over vector files: ids (and distances) to files, progress, --resume',
+    main: (args, io) => knnCommand(args, io),
   },
 };
 
