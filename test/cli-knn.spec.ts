@@ -1,0 +1,248 @@
+/**
+ * `keops-node knn` (issue 12, items 4 and 5): arguments and exit codes, progress lines and summary, and — as
+ * child processes — a job killed with SIGKILL or stopped with SIGINT, then resumed: the same bytes as an
+ * uninterrupted run.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import { runCli } from '../lib/cli';
+import { CHECKPOINT_SUFFIX } from '../lib/jobs/knn-job';
+import { bruteForceKnn, integerPoints, readBin, scratchFolder, writeFbin } from './knn-fixtures';
+
+async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const code = await runCli(argv, { out: (t) => (out += `${t}\n`), err: (t) => (err += `${t}\n`) });
+  return { code, out, err };
+}
+
+const CLI = join(__dirname, '..', 'lib', 'cli.ts');
+
+/** The command as a child process (ts-node, as a user's `npx keops-node` would run the built file). */
+function spawnCli(
+  args: readonly string[],
+): ChildProcess & {
+  output: Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }>;
+} {
+  const child = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', CLI, ...args], {
+    env: { ...process.env, TS_NODE_TRANSPILE_ONLY: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const output = new Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }>(
+    (resolve) => child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr })),
+  );
+  return Object.assign(child, { output });
+}
+
+/** Rows the checkpoint at `path` says are done, or -1 while there is none. */
+function checkpointRows(path: string): number {
+  try {
+    return (JSON.parse(readFileSync(path, 'utf8')) as { rowsDone: number }).rowsDone;
+  } catch {
+    return -1;
+  }
+}
+
+/** Resolves once the checkpoint shows at least one finished block (polling), or rejects if the child ends first. */
+async function firstBlockDone(child: ReturnType<typeof spawnCli>, checkpoint: string): Promise<number> {
+  let ended = false;
+  void child.output.then(() => (ended = true));
+  for (;;) {
+    const rows = checkpointRows(checkpoint);
+    if (rows > 0) return rows;
+    if (ended) throw new Error(`the job ended before its first checkpoint: ${(await child.output).stderr}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+describe('keops-node knn', function () {
+  this.timeout(60_000);
+  const scratch = scratchFolder('cli-knn');
+  const dir = scratch.dir;
+  const DIM = 16;
+  const baseData = integerPoints(3, 20_000, DIM);
+  const queryData = integerPoints(4, 3000, DIM);
+  const basePath = join(dir, 'base.fbin');
+  const queryPath = join(dir, 'queries.fbin');
+  const reference = { ids: join(dir, 'reference.ibin'), distances: join(dir, 'reference.fbin') };
+  const jobArgs = (ids: string, distances: string, ...extra: string[]) => [
+    'knn',
+    '--base',
+    basePath,
+    '--queries',
+    queryPath,
+    '-k',
+    '10',
+    '--out',
+    ids,
+    '--distances',
+    distances,
+    ...extra,
+  ];
+  const sameBytes = (a: string, b: string) => readFileSync(a).equals(readFileSync(b));
+
+  before(async () => {
+    writeFbin(basePath, baseData, DIM);
+    writeFbin(queryPath, queryData, DIM);
+    // The uninterrupted run that the others compare with (it also compiles the kernel, once).
+    const r = await cli(...jobArgs(reference.ids, reference.distances));
+    expect(r.code, r.err).to.equal(0);
+  });
+  after(() => scratch.remove());
+
+  it('prints its help (exit 0) and refuses bad arguments with the usage (exit 2)', async () => {
+    const help = await cli('knn', '--help');
+    expect(help.code).to.equal(0);
+    expect(help.out).to.contain('--base <file>').and.to.contain('--resume').and.to.contain('Exit codes');
+    expect((await cli('help', 'knn')).out).to.contain('usage: keops-node knn');
+    for (const argv of [
+      ['knn'],
+      ['knn', '--base', basePath, '-k', '3'],
+      ['knn', '--base', basePath, '--queries', queryPath, '-k', '0', '--out', 'x.ibin'],
+      [
+        'knn',
+        '--base',
+        basePath,
+        '--queries',
+        queryPath,
+        '-k',
+        '3',
+        '--out',
+        'x.ibin',
+        '--memory',
+        '4 parsecs',
+      ],
+      [
+        'knn',
+        '--base',
+        basePath,
+        '--queries',
+        queryPath,
+        '-k',
+        '3',
+        '--out',
+        'x.ibin',
+        '--metric',
+        'hamming',
+      ],
+      ['knn', '--base', basePath, '--queries', queryPath, '-k', '3', '--out', 'x.ibin', '--device', '0,zero'],
+      ['knn', '--base', basePath, '--queries', queryPath, '-k', '3', '--out', 'x.ibin', 'extra'],
+      ['knn', '--base', basePath, '-k', '3', '--out', 'x.ibin'],
+      ['knn', '--bogus'],
+    ]) {
+      const r = await cli(...argv);
+      expect(r.code, argv.join(' ')).to.equal(2);
+      expect(r.err, argv.join(' ')).to.contain('usage: keops-node knn');
+      expect(r.out).to.equal('');
+    }
+    expect((await cli('knn', '--base', basePath, '-k', '3', '--out', 'x.ibin')).err).to.contain(
+      '--queries is required, unless --exclude-self',
+    );
+  });
+
+  it('writes the brute-force result, with progress lines on stderr and a summary on stdout', async () => {
+    const ids = join(dir, 'small.ibin');
+    const distances = join(dir, 'small.fbin');
+    const r = await cli(
+      'knn',
+      '--base',
+      basePath,
+      '--queries',
+      queryPath,
+      '-k',
+      '4',
+      '--out',
+      ids,
+      '--distances',
+      distances,
+      '--memory',
+      '1MiB',
+      '--block-rows',
+      '1000',
+      '--threads',
+      '1',
+      '--progress-interval',
+      '0',
+    );
+    expect(r.code, r.err).to.equal(0);
+    expect(r.out).to.match(/^knn: 3000 queries x 20000 base rows, k = 4, metric l2\n/);
+    expect(r.out)
+      .to.match(/pairs\/s/)
+      .and.to.contain(`wrote ${ids}`)
+      .and.to.contain(`wrote ${distances}`);
+    expect(r.err)
+      .to.match(/^knn: 0\.0% \(0\/3000 rows\)/)
+      .and.to.contain('knn: 100.0% (3000/3000 rows)');
+    const expected = bruteForceKnn(queryData.subarray(0, 200 * DIM), baseData, DIM, 4);
+    expect(readBin(ids, 'int32').values.slice(0, 800)).to.deep.equal(expected.ids);
+    expect(readBin(distances, 'float32').values.slice(0, 800)).to.deep.equal(expected.distances);
+  });
+
+  it('reports a missing input file as ERR_FILE_IO with exit 1', async () => {
+    const r = await cli(
+      'knn',
+      '--base',
+      join(dir, 'missing.fbin'),
+      '--queries',
+      queryPath,
+      '-k',
+      '3',
+      '--out',
+      join(dir, 'm.ibin'),
+    );
+    expect(r.code).to.equal(1);
+    expect(r.err).to.match(/^keops-node knn: ERR_FILE_IO: .*missing\.fbin/);
+  });
+
+  it('killed with SIGKILL after a checkpoint, leaves no output; --resume then writes the same bytes', async () => {
+    const ids = join(dir, 'killed.ibin');
+    const distances = join(dir, 'killed.fbin');
+    const args = jobArgs(ids, distances, '--block-rows', '20', '--progress-interval', '0.2');
+    const child = spawnCli(args);
+    const rows = await firstBlockDone(child, ids + CHECKPOINT_SUFFIX);
+    child.kill('SIGKILL');
+    const killed = await child.output;
+    expect(killed.signal).to.equal('SIGKILL');
+    const after = checkpointRows(ids + CHECKPOINT_SUFFIX);
+    expect(after).to.be.at.least(rows).and.below(3000);
+    expect(existsSync(ids)).to.equal(false);
+    expect(existsSync(distances)).to.equal(false);
+
+    const refused = await cli(...args);
+    expect(refused.code).to.equal(1);
+    expect(refused.err).to.contain('ERR_CHECKPOINT').and.to.contain('--resume');
+
+    const resumed = await spawnCli([...args, '--resume']).output;
+    expect(resumed.code, resumed.stderr).to.equal(0);
+    expect(resumed.stdout).to.contain(`resumed at row ${after}`);
+    expect(sameBytes(ids, reference.ids)).to.equal(true);
+    expect(sameBytes(distances, reference.distances)).to.equal(true);
+    expect(existsSync(ids + CHECKPOINT_SUFFIX)).to.equal(false);
+  });
+
+  it('stopped with SIGINT, exits 130 keeping the checkpoint; --resume finishes with the same bytes', async () => {
+    const ids = join(dir, 'interrupted.ibin');
+    const distances = join(dir, 'interrupted.fbin');
+    const args = jobArgs(ids, distances, '--block-rows', '20');
+    const child = spawnCli(args);
+    await firstBlockDone(child, ids + CHECKPOINT_SUFFIX);
+    child.kill('SIGINT');
+    const stopped = await child.output;
+    expect(stopped.code, stopped.stderr).to.equal(130);
+    expect(stopped.stderr)
+      .to.match(/interrupted after \d+ of 3000 query rows/)
+      .and.to.contain('--resume');
+    expect(existsSync(ids)).to.equal(false);
+    expect(checkpointRows(ids + CHECKPOINT_SUFFIX)).to.be.above(0);
+    const r = await cli(...args, '--resume');
+    expect(r.code, r.err).to.equal(0);
+    expect(sameBytes(ids, reference.ids)).to.equal(true);
+    expect(sameBytes(distances, reference.distances)).to.equal(true);
+  });
+});
