@@ -18,6 +18,8 @@ import { knnCommand } from './cli/knn';
 export interface CliIo {
   out(text: string): void;
   err(text: string): void;
+  /** stderr when it is a terminal (progress bars are drawn there); absent otherwise and in tests. */
+  readonly terminal?: NodeJS.WritableStream;
 }
 
 interface SubcommandText {
@@ -72,7 +74,7 @@ const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
   knn: {
     usage: '--base FILE [--queries FILE] -k K --out FILE [options]',
     summary: 'exact k-NN job over vector files: ids (and distances) to files, progress, --resume',
-    main: (args, io) => knnCommand(args, io),
+    main: (args, io) => knnCommand(args, io, { terminal: io.terminal, signals: process }),
   },
 };
 
@@ -156,6 +158,7 @@ if (require.main === module) {
   runCli(process.argv.slice(2), {
     out: (text) => process.stdout.write(`${text}\n`),
     err: (text) => process.stderr.write(`${text}\n`),
+    terminal: process.stderr.isTTY ? process.stderr : undefined,
   }).then(
     (code) => {
       process.exitCode = code;

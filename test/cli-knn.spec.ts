@@ -4,10 +4,12 @@
  * uninterrupted run.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { Writable } from 'node:stream';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { runCli } from '../lib/cli';
+import { knnCommand } from '../lib/cli/knn';
 import { CHECKPOINT_SUFFIX } from '../lib/jobs/knn-job';
 import { bruteForceKnn, integerPoints, readBin, scratchFolder, writeFbin } from './knn-fixtures';
 
@@ -21,9 +23,7 @@ async function cli(...argv: string[]): Promise<{ code: number; out: string; err:
 const CLI = join(__dirname, '..', 'lib', 'cli.ts');
 
 /** The command as a child process (ts-node, as a user's `npx keops-node` would run the built file). */
-function spawnCli(
-  args: readonly string[],
-): ChildProcess & {
+function spawnCli(args: readonly string[]): ChildProcess & {
   output: Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }>;
 } {
   const child = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', CLI, ...args], {
@@ -182,6 +182,40 @@ describe('keops-node knn', function () {
     const expected = bruteForceKnn(queryData.subarray(0, 200 * DIM), baseData, DIM, 4);
     expect(readBin(ids, 'int32').values.slice(0, 800)).to.deep.equal(expected.ids);
     expect(readBin(distances, 'float32').values.slice(0, 800)).to.deep.equal(expected.distances);
+  });
+
+  it('draws a progress bar on a terminal (rows, pairs/s, ETA) instead of progress lines', async () => {
+    let drawn = '';
+    const terminal = Object.assign(
+      new Writable({
+        write(chunk: Buffer, _encoding, done) {
+          drawn += chunk.toString();
+          done();
+        },
+      }),
+      { isTTY: true, columns: 120 },
+    );
+    let err = '';
+    const code = await knnCommand(
+      [
+        '--base',
+        basePath,
+        '--queries',
+        queryPath,
+        '-k',
+        '2',
+        '--out',
+        join(dir, 'bar.ibin'),
+        '--block-rows',
+        '500',
+      ],
+      { out: () => undefined, err: (t) => (err += t) },
+      { terminal, signals: process },
+    );
+    expect(code, err).to.equal(0);
+    expect(err).to.equal('');
+    expect(drawn).to.match(/knn \[[=-]+\] \d+% \| \d+\/3000 rows \| [\d.]+ [kMG]?pairs\/s \| ETA /);
+    expect(drawn).to.contain('3000/3000 rows');
   });
 
   it('reports a missing input file as ERR_FILE_IO with exit 1', async () => {

@@ -126,15 +126,11 @@ function knnProgram(io: KnnCommandIo): Command {
     });
 }
 
-function defaultEnv(): KnnCommandEnv {
-  return { terminal: process.stderr.isTTY ? process.stderr : undefined, signals: process };
-}
-
 /** Runs `keops-node knn ...` (argv after `knn`); returns the exit code. */
 export async function knnCommand(
   argv: readonly string[],
   io: KnnCommandIo,
-  env: KnnCommandEnv = defaultEnv(),
+  env: KnnCommandEnv = { signals: process },
 ): Promise<number> {
   const program = knnProgram(io);
   let args: KnnArguments;
