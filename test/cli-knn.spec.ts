@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import { runCli } from '../lib/cli';
 import { knnCommand } from '../lib/cli/knn';
+import { formatDuration, lineProgress, type ProgressState } from '../lib/cli/progress';
+import { parseSize } from '../lib/cli/sizes';
 import { CHECKPOINT_SUFFIX } from '../lib/jobs/knn-job';
 import { bruteForceKnn, integerPoints, readBin, scratchFolder, writeFbin } from './knn-fixtures';
 
@@ -19,6 +21,58 @@ async function cli(...argv: string[]): Promise<{ code: number; out: string; err:
   const code = await runCli(argv, { out: (t) => (out += `${t}\n`), err: (t) => (err += `${t}\n`) });
   return { code, out, err };
 }
+
+describe('keops-node knn: sizes and progress lines', () => {
+  it('parses sizes with binary and decimal units, and refuses others', () => {
+    const cases: [string, number][] = [
+      ['4GiB', 4 * 2 ** 30],
+      ['512MiB', 512 * 2 ** 20],
+      ['1e9', 1e9],
+      ['2GB', 2e9],
+      ['64k', 65536],
+      ['1.5 G', 1.5 * 2 ** 30],
+      ['100', 100],
+      ['3kb', 3000],
+    ];
+    for (const [text, bytes] of cases) expect(parseSize(text), text).to.equal(bytes);
+    for (const bad of ['', 'GiB', '-1MiB', '4 parsecs', '0', '0.1', '1e400', 'NaN']) {
+      expect(() => parseSize(bad), bad).to.throw(/size/);
+    }
+  });
+
+  it('writes a progress line at most every interval, with rows, rate and ETA', () => {
+    const lines: string[] = [];
+    const display = lineProgress('knn', (l) => lines.push(l), 5000);
+    const at = (elapsedMs: number, rowsDone: number): ProgressState => ({
+      pairsDone: rowsDone * 100,
+      pairsTotal: 100_000,
+      pairsAtStart: 0,
+      rowsDone,
+      rows: 1000,
+      elapsedMs,
+    });
+    for (const [ms, rows] of [
+      [0, 0],
+      [1000, 100],
+      [4999, 400],
+      [5000, 500],
+      [9000, 900],
+      [10_000, 1000],
+    ]) {
+      display.update(at(ms, rows));
+    }
+    expect(lines).to.deep.equal([
+      'knn: 0.0% (0/1000 rows), 0.00 pairs/s, ETA ?',
+      'knn: 50.0% (500/1000 rows), 10.0 kpairs/s, ETA 5s',
+      'knn: 100.0% (1000/1000 rows), 10.0 kpairs/s, ETA 0s',
+    ]);
+    expect([formatDuration(75), formatDuration(3 * 3600 + 120), formatDuration(undefined)]).to.deep.equal([
+      '1m15s',
+      '3h02m',
+      '?',
+    ]);
+  });
+});
 
 const CLI = join(__dirname, '..', 'lib', 'cli.ts');
 
