@@ -155,3 +155,16 @@ export {
   type RowSource,
   type StreamRowSource,
 } from './jobs/index';
+export { type VectorFileFormat } from './io/formats';
+export {
+  DEFAULT_MAX_GZIP_BYTES,
+  openVectorFile,
+  type OpenVectorFileOptions,
+  type VectorFile,
+} from './io/vector-file';
+export {
+  createVectorFileWriter,
+  temporaryPathFor,
+  type VectorFileWriter,
+  type VectorFileWriterOptions,
+} from './io/vector-writer';
