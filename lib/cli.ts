@@ -12,6 +12,8 @@ import { packageVersion } from './backend/package-root';
 import { isKeOpsError } from './errors';
 import { describeRuntime } from './runtime-summary';
 import { GRAPH_USAGE, graphCommand } from './cli/graph';
+import { CONVERT_SUMMARY, convertCommand } from './cli/convert';
+import { RECALL_SUMMARY, recallCommand } from './cli/recall';
 
 /** Where the command writes (process.stdout / stderr, or a test's buffers). */
 export interface CliIo {
@@ -68,6 +70,8 @@ const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
         err: (text) => io.err(text.replace(/\n$/, '')),
       }),
   },
+  convert: { usage: 'IN OUT [options]', summary: CONVERT_SUMMARY, main: convertCommand },
+  recall: { usage: '--result FILE --truth FILE [-k K]', summary: RECALL_SUMMARY, main: recallCommand },
 };
 
 const HELP_FLAGS = ['--help', '-h'];
