@@ -119,7 +119,7 @@ describe('dtype conversions', () => {
     const x = Float32Array.of(1.5, 2.5, -0.5, 254.4, 3, -7.5, 127.4, 0);
     expectKeOpsError(() => convertStorage(x, 'float32', 'int32'), 'ERR_ARG_DTYPE', 'float32 to int32');
     expect([...convertStorage(x, 'float32', 'int32', { explicit: true })]).to.deep.equal([
-      2, 2, -0, 254, 3, -8, 127, 0,
+      2, 2, 0, 254, 3, -8, 127, 0,
     ]);
     expectKeOpsError(
       () => convertStorage(x, 'float32', 'uint8', { explicit: true, name: 'x.fbin', dim: 4, firstRow: 10 }),
