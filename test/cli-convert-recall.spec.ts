@@ -124,12 +124,12 @@ describe('dtype conversions', () => {
     expectKeOpsError(
       () => convertStorage(x, 'float32', 'uint8', { explicit: true, name: 'x.fbin', dim: 4, firstRow: 10 }),
       'ERR_INVALID_ARGUMENT',
-      'x.fbin: row 10, column 2: -0.5 does not fit uint8',
+      'x.fbin: row 11, column 1: -7.5 does not fit uint8',
     );
     expectKeOpsError(
-      () => convertStorage(x.subarray(4), 'float32', 'int8', { explicit: true, dim: 2 }),
+      () => convertStorage(Float32Array.of(3, 127.5), 'float32', 'int8', { explicit: true, dim: 2 }),
       'ERR_INVALID_ARGUMENT',
-      'row 0, column 1: -7.5',
+      'row 0, column 1: 127.5 does not fit int8',
     );
     expectKeOpsError(
       () => convertStorage(Float64Array.of(NaN), 'float64', 'int64', { explicit: true }),
