@@ -13,6 +13,8 @@ import { isKeOpsError } from './errors';
 import { describeRuntime } from './runtime-summary';
 import { GRAPH_USAGE, graphCommand } from './cli/graph';
 import { knnCommand } from './cli/knn';
+import { CONVERT_SUMMARY, convertCommand } from './cli/convert';
+import { RECALL_SUMMARY, recallCommand } from './cli/recall';
 
 /** Where the command writes (process.stdout / stderr, or a test's buffers). */
 export interface CliIo {
@@ -76,6 +78,8 @@ const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
     summary: 'exact k-NN job over vector files: ids (and distances) to files, progress, --resume',
     main: (args, io) => knnCommand(args, io, { terminal: io.terminal, signals: process }),
   },
+  convert: { usage: 'IN OUT [options]', summary: CONVERT_SUMMARY, main: convertCommand },
+  recall: { usage: '--result FILE --truth FILE [-k K]', summary: RECALL_SUMMARY, main: recallCommand },
 };
 
 const HELP_FLAGS = ['--help', '-h'];

@@ -155,3 +155,40 @@ export {
   type RowSource,
   type StreamRowSource,
 } from './jobs/index';
+export {
+  KNN_METRICS,
+  knn,
+  type KnnInput,
+  type KnnMetric,
+  type KnnMetricName,
+  type KnnOptions,
+  type KnnPartialOptions,
+  type KnnResult,
+  type KnnRows,
+  type KnnRunOptions,
+  KnnSearch,
+  type KnnSearchSpec,
+  type MetricDef,
+  runKnnSearch,
+  vectorSourceOf,
+} from './knn/index';
+export { type VectorFileFormat } from './io/formats';
+export {
+  DEFAULT_MAX_GZIP_BYTES,
+  openVectorFile,
+  type OpenVectorFileOptions,
+  type VectorFile,
+} from './io/vector-file';
+export {
+  createVectorFileWriter,
+  temporaryPathFor,
+  type VectorFileWriter,
+  type VectorFileWriterOptions,
+} from './io/vector-writer';
+export { type ConversionRule, conversionRule, convertStorage } from './io/convert-storage';
+export {
+  convertVectorFile,
+  type ConvertVectorFileOptions,
+  type ConvertVectorFileResult,
+} from './io/convert-file';
+export { type IdTable, recall, type RecallOptions, type RecallResult } from './knn/recall';
