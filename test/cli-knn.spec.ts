@@ -4,6 +4,7 @@
  * uninterrupted run.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { EventEmitter } from 'node:events';
 import { Writable } from 'node:stream';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -120,8 +121,8 @@ describe('keops-node knn', function () {
   const scratch = scratchFolder('cli-knn');
   const dir = scratch.dir;
   const DIM = 16;
-  const baseData = integerPoints(3, 20_000, DIM);
-  const queryData = integerPoints(4, 3000, DIM);
+  const baseData = integerPoints(3, 10_000, DIM);
+  const queryData = integerPoints(4, 2000, DIM);
   const basePath = join(dir, 'base.fbin');
   const queryPath = join(dir, 'queries.fbin');
   const reference = { ids: join(dir, 'reference.ibin'), distances: join(dir, 'reference.fbin') };
@@ -216,7 +217,7 @@ describe('keops-node knn', function () {
       '--distances',
       distances,
       '--memory',
-      '1MiB',
+      '4MiB',
       '--block-rows',
       '1000',
       '--threads',
@@ -225,14 +226,14 @@ describe('keops-node knn', function () {
       '0',
     );
     expect(r.code, r.err).to.equal(0);
-    expect(r.out).to.match(/^knn: 3000 queries x 20000 base rows, k = 4, metric l2\n/);
+    expect(r.out).to.match(/^knn: 2000 queries x 10000 base rows, k = 4, metric l2\n/);
     expect(r.out)
       .to.match(/pairs\/s/)
       .and.to.contain(`wrote ${ids}`)
       .and.to.contain(`wrote ${distances}`);
     expect(r.err)
-      .to.match(/^knn: 0\.0% \(0\/3000 rows\)/)
-      .and.to.contain('knn: 100.0% (3000/3000 rows)');
+      .to.match(/^knn: 0\.0% \(0\/2000 rows\)/)
+      .and.to.contain('knn: 100.0% (2000/2000 rows)');
     const expected = bruteForceKnn(queryData.subarray(0, 200 * DIM), baseData, DIM, 4);
     expect(readBin(ids, 'int32').values.slice(0, 800)).to.deep.equal(expected.ids);
     expect(readBin(distances, 'float32').values.slice(0, 800)).to.deep.equal(expected.distances);
@@ -268,8 +269,8 @@ describe('keops-node knn', function () {
     );
     expect(code, err).to.equal(0);
     expect(err).to.equal('');
-    expect(drawn).to.match(/knn \[[=-]+\] \d+% \| \d+\/3000 rows \| [\d.]+ [kMG]?pairs\/s \| ETA /);
-    expect(drawn).to.contain('3000/3000 rows');
+    expect(drawn).to.match(/knn \[[=-]+\] \d+% \| \d+\/2000 rows \| [\d.]+ [kMG]?pairs\/s \| ETA /);
+    expect(drawn).to.contain('2000/2000 rows');
   });
 
   it('reports a missing input file as ERR_FILE_IO with exit 1', async () => {
@@ -291,14 +292,14 @@ describe('keops-node knn', function () {
   it('killed with SIGKILL after a checkpoint, leaves no output; --resume then writes the same bytes', async () => {
     const ids = join(dir, 'killed.ibin');
     const distances = join(dir, 'killed.fbin');
-    const args = jobArgs(ids, distances, '--block-rows', '20', '--progress-interval', '0.2');
+    const args = jobArgs(ids, distances, '--block-rows', '10', '--progress-interval', '0.2');
     const child = spawnCli(args);
     const rows = await firstBlockDone(child, ids + CHECKPOINT_SUFFIX);
     child.kill('SIGKILL');
     const killed = await child.output;
     expect(killed.signal).to.equal('SIGKILL');
     const after = checkpointRows(ids + CHECKPOINT_SUFFIX);
-    expect(after).to.be.at.least(rows).and.below(3000);
+    expect(after).to.be.at.least(rows).and.below(2000);
     expect(existsSync(ids)).to.equal(false);
     expect(existsSync(distances)).to.equal(false);
 
@@ -306,7 +307,8 @@ describe('keops-node knn', function () {
     expect(refused.code).to.equal(1);
     expect(refused.err).to.contain('ERR_CHECKPOINT').and.to.contain('--resume');
 
-    const resumed = await spawnCli([...args, '--resume']).output;
+    // Resumed in a new process, with larger blocks (the checkpoint counts rows; results do not depend on blocks).
+    const resumed = await spawnCli([...args, '--block-rows', '500', '--resume']).output;
     expect(resumed.code, resumed.stderr).to.equal(0);
     expect(resumed.stdout).to.contain(`resumed at row ${after}`);
     expect(sameBytes(ids, reference.ids)).to.equal(true);
@@ -314,21 +316,30 @@ describe('keops-node knn', function () {
     expect(existsSync(ids + CHECKPOINT_SUFFIX)).to.equal(false);
   });
 
-  it('stopped with SIGINT, exits 130 keeping the checkpoint; --resume finishes with the same bytes', async () => {
+  it('stopped by SIGINT, exits 130 keeping the checkpoint; --resume finishes with the same bytes', async () => {
     const ids = join(dir, 'interrupted.ibin');
     const distances = join(dir, 'interrupted.fbin');
-    const args = jobArgs(ids, distances, '--block-rows', '20');
-    const child = spawnCli(args);
-    await firstBlockDone(child, ids + CHECKPOINT_SUFFIX);
-    child.kill('SIGINT');
-    const stopped = await child.output;
-    expect(stopped.code, stopped.stderr).to.equal(130);
-    expect(stopped.stderr)
-      .to.match(/interrupted after \d+ of 3000 query rows/)
+    const args = jobArgs(ids, distances, '--block-rows', '10').slice(1);
+    // The process's signals, as the command sees them: SIGINT is sent once the first block is checkpointed.
+    const signals = new EventEmitter();
+    const checkpoint = ids + CHECKPOINT_SUFFIX;
+    const poll = setInterval(() => {
+      if (checkpointRows(checkpoint) > 0) {
+        clearInterval(poll);
+        signals.emit('SIGINT');
+      }
+    }, 2);
+    let err = '';
+    const code = await knnCommand(args, { out: () => undefined, err: (t) => (err += `${t}\n`) }, { signals });
+    clearInterval(poll);
+    expect(code, err).to.equal(130);
+    expect(err)
+      .to.match(/interrupted after \d+ of 2000 query rows/)
       .and.to.contain('--resume');
+    expect(signals.listenerCount('SIGINT')).to.equal(0);
     expect(existsSync(ids)).to.equal(false);
-    expect(checkpointRows(ids + CHECKPOINT_SUFFIX)).to.be.above(0);
-    const r = await cli(...args, '--resume');
+    expect(checkpointRows(checkpoint)).to.be.above(0).and.below(2000);
+    const r = await cli('knn', ...args, '--block-rows', '500', '--resume');
     expect(r.code, r.err).to.equal(0);
     expect(sameBytes(ids, reference.ids)).to.equal(true);
     expect(sameBytes(distances, reference.distances)).to.equal(true);

@@ -2,12 +2,41 @@
  * k-NN jobs over files (issue 12, item 4): results against a float64 brute force, output bytes independent of
  * blocks / memory / threads, abort and resume giving the same bytes, checkpoints of other jobs, corrupt ones.
  */
-import { existsSync, readFileSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { CHECKPOINT_SUFFIX, type KnnJobOptions, runKnnJob } from '../lib/jobs/knn-job';
-import { bruteForceKnn, integerPoints, readBin, scratchFolder, writeFbin } from './knn-fixtures';
-import { rejection } from './util';
+import { openVectorFile } from '../lib/io/vector-file';
+import { vectorsFromArray } from '../lib/io/vector-source';
+import { CHECKPOINT_SUFFIX, type KnnJobOptions, partialPathOf, runKnnJob } from '../lib/jobs/knn-job';
+import {
+  bruteForceKnn,
+  integerPoints,
+  readBin,
+  scratchFolder,
+  type TestMetric,
+  writeFbin,
+} from './knn-fixtures';
+import { expectClose, rejection } from './util';
+
+/** All values of a vector file, as numbers (through lib/io's reader). */
+async function readAll(
+  path: string,
+): Promise<{ rows: number; dim: number; dtype: string; values: number[] }> {
+  const file = await openVectorFile(path);
+  try {
+    const data = await file.read(0, file.rows);
+    return { rows: file.rows, dim: file.dim, dtype: file.dtype, values: Array.from(data, Number) };
+  } finally {
+    await file.close();
+  }
+}
 
 const DIM = 6;
 const BASE_ROWS = 300;
@@ -54,7 +83,70 @@ describe('k-NN jobs over files', function () {
     expect(ids.values).to.deep.equal(expected.ids);
     expect(distances.values).to.deep.equal(expected.distances); // integer points: exact in float32
     expect(existsSync(options.out + CHECKPOINT_SUFFIX)).to.equal(false);
-    expect(readdirSync(dir).filter((f) => /tmp|checkpoint/.test(f))).to.deep.equal([]);
+    expect(readdirSync(dir).filter((f) => /partial|checkpoint|tmp/.test(f))).to.deep.equal([]);
+  });
+
+  it('matches the brute force for every metric, and for a k-NN graph without self (queries = base)', async () => {
+    const metrics: TestMetric[] = ['l2', 'euclidean', 'ip', 'cosine', 'l1'];
+    for (const metric of metrics) {
+      const options = job({ metric, blockRows: 33 });
+      await runKnnJob(options);
+      const expected = bruteForceKnn(queryData, baseData, DIM, 7, metric);
+      const ids = readBin(options.out, 'int32').values;
+      const distances = readBin(options.distancesOut as string, 'float32').values;
+      if (metric === 'cosine') {
+        // float32 cosines of different pairs may round to the same value: check distances, and the ids' own.
+        expectClose(distances, expected.distances, 1e-5, 1e-6, metric);
+        const own = ids.map((id, n) => {
+          const q = Math.floor(n / 7);
+          return bruteForceKnn(
+            queryData.subarray(q * DIM, (q + 1) * DIM),
+            baseData.subarray(id * DIM, (id + 1) * DIM),
+            DIM,
+            1,
+            metric,
+          ).distances[0];
+        });
+        expectClose(own, expected.distances, 1e-5, 1e-6, `${metric} ids`);
+      } else {
+        expect(ids, metric).to.deep.equal(expected.ids);
+        expectClose(distances, expected.distances, metric === 'euclidean' ? 1e-6 : 0, 0, metric);
+      }
+    }
+    const graph = job({ queries: undefined, excludeSelf: true, blockRows: 64 });
+    const result = await runKnnJob(graph);
+    expect(result.rows).to.equal(BASE_ROWS);
+    const expected = bruteForceKnn(baseData, baseData, DIM, 7, 'l2', true);
+    expect(readBin(graph.out, 'int32').values).to.deep.equal(expected.ids);
+    expect(readBin(graph.distancesOut as string, 'float32').values).to.deep.equal(expected.distances);
+  });
+
+  it('writes .ivecs and .npy results (float64 distances from float64 inputs), -1 / +inf past the base', async () => {
+    const small = vectorsFromArray(baseData.slice(0, 5 * DIM), DIM, { name: 'five rows' });
+    const queries = vectorsFromArray(queryData.slice(0, 9 * DIM), DIM, { name: 'nine queries' });
+    const options = {
+      base: small,
+      queries,
+      k: 7,
+      out: join(dir, 'wide-ids.ivecs'),
+      distancesOut: join(dir, 'wide-distances.npy'),
+    };
+    await runKnnJob(options);
+    const expected = bruteForceKnn(queryData.slice(0, 9 * DIM), baseData.slice(0, 5 * DIM), DIM, 7);
+    const ids = await readAll(options.out);
+    const distances = await readAll(options.distancesOut);
+    expect([ids.rows, ids.dim, ids.dtype]).to.deep.equal([9, 7, 'int32']);
+    expect([distances.rows, distances.dim, distances.dtype]).to.deep.equal([9, 7, 'float64']);
+    expect(ids.values).to.deep.equal(expected.ids);
+    expect(distances.values).to.deep.equal(expected.distances);
+    expect(ids.values.filter((id) => id === -1)).to.have.length(9 * 2);
+    const npy = { ...options, out: join(dir, 'ids.npy'), distancesOut: join(dir, 'distances.fvecs') };
+    await runKnnJob(npy);
+    expect((await readAll(npy.out)).values).to.deep.equal(expected.ids);
+    expect((await readAll(npy.distancesOut)).dtype).to.equal('float32');
+    const badFormat = await rejection(runKnnJob({ ...options, out: join(dir, 'ids.fbin') }));
+    expect(badFormat.code).to.equal('ERR_INVALID_ARGUMENT');
+    expect(badFormat.message).to.contain('.fbin file cannot hold ids');
   });
 
   it('gives the same bytes whatever the block size, memory limit and threads', async () => {
@@ -183,6 +275,30 @@ describe('k-NN jobs over files', function () {
     }
     const fresh = job();
     expect((await runKnnJob({ ...fresh, resume: true })).resumedRows).to.equal(0);
+  });
+
+  it('refuses to resume when the temporary output is gone, and finishes a job stopped while renaming', async () => {
+    const options = await stoppedJob();
+    rmSync(partialPathOf(options.out));
+    const error = await rejection(runKnnJob({ ...options, resume: true }));
+    expect(error.code).to.equal('ERR_CHECKPOINT');
+    expect(error.message).to.contain('is gone');
+
+    // Done and renamed, but stopped before the checkpoint was removed: a resume only removes the checkpoint.
+    const finished = job({ blockRows: 10 });
+    let last: Buffer | undefined;
+    await runKnnJob({
+      ...finished,
+      onProgress: (p) => {
+        if (p.rowsDone === p.rows) last = readFileSync(finished.out + CHECKPOINT_SUFFIX);
+      },
+    });
+    writeFileSync(finished.out + CHECKPOINT_SUFFIX, last as Buffer);
+    const before = readFileSync(finished.out);
+    const again = await runKnnJob({ ...finished, resume: true });
+    expect(again.pairs).to.equal(0);
+    expect(readFileSync(finished.out).equals(before)).to.equal(true);
+    expect(existsSync(finished.out + CHECKPOINT_SUFFIX)).to.equal(false);
   });
 
   it('reports a missing input as ERR_FILE_IO and bad options as ERR_INVALID_ARGUMENT, writing nothing', async () => {

@@ -6,25 +6,30 @@
  * Exit codes: 0 done; 1 the job failed (the message starts with the error code, e.g. ERR_FILE_IO); 2 bad
  * arguments (with the usage); 130 interrupted (SIGINT), resumable with --resume.
  */
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { type Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { isKeOpsError } from '../errors';
 import { type KnnJobProgress, runKnnJob } from '../jobs/knn-job';
-import { KNN_METRICS, type KnnMetric } from '../jobs/knn-job-deps';
+import { KNN_METRICS, type KnnMetricName } from '../knn/index';
+import {
+  type CommandOutput,
+  EXIT_FAILURE,
+  EXIT_OK,
+  EXIT_USAGE,
+  integerOption,
+  newCommand,
+} from './commander-io';
 import { barProgress, formatDuration, formatRate, lineProgress, type ProgressDisplay } from './progress';
 import { parseSize } from './sizes';
-
-/** Where the command writes (the real streams, or a test's buffers): whole lines, without their newline. */
-export interface KnnCommandIo {
-  out(text: string): void;
-  err(text: string): void;
-}
 
 /** What the command takes from its process: overridable for tests. */
 export interface KnnCommandEnv {
   /** A terminal to draw the progress bar on; without one, progress is plain lines on stderr. */
   readonly terminal?: NodeJS.WritableStream;
-  /** Emits 'SIGINT' (the process). */
-  readonly signals: Pick<NodeJS.Process, 'once' | 'off'>;
+  /** Where SIGINT comes from: the process (or a test's EventEmitter). */
+  readonly signals: {
+    once(event: 'SIGINT', listener: () => void): unknown;
+    off(event: 'SIGINT', listener: () => void): unknown;
+  };
 }
 
 const EXIT_INTERRUPTED = 130;
@@ -41,16 +46,6 @@ same bytes as an uninterrupted run. Results do not depend on --memory, --threads
 
 Exit codes: 0 done, 1 failed (the message starts with the error code), 2 bad arguments,
 130 interrupted (resume with --resume).`;
-
-function integerAtLeast(min: number) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!/^\s*\d+\s*$/.test(value) || !Number.isSafeInteger(n) || n < min) {
-      throw new InvalidArgumentError(`expected an integer >= ${min}`);
-    }
-    return n;
-  };
-}
 
 function sizeArgument(value: string): number {
   try {
@@ -76,7 +71,7 @@ interface KnnArguments {
   k: number;
   out: string;
   distances?: string;
-  metric: KnnMetric;
+  metric: KnnMetricName;
   excludeSelf?: boolean;
   memory?: number;
   blockRows?: number;
@@ -86,13 +81,16 @@ interface KnnArguments {
   progressInterval: number;
 }
 
-function knnProgram(io: KnnCommandIo): Command {
-  const strip = (text: string) => text.replace(/\n$/, '');
-  return new Command('keops-node knn')
-    .description('exact k nearest neighbours of query vectors among base vectors, from files to files')
+const USAGE =
+  'usage: keops-node knn --base FILE [--queries FILE] -k K --out FILE [options]  (--help for all)';
+
+function knnProgram(io: CommandOutput): Command {
+  return newCommand('knn', io)
+    .description('Exact k nearest neighbours of query vectors among base vectors, from files to files.')
+    .showHelpAfterError(USAGE)
     .requiredOption('--base <file>', 'the base vectors')
     .option('--queries <file>', 'the query vectors (default: the base, with --exclude-self)')
-    .requiredOption('-k <k>', 'neighbours per query', integerAtLeast(1))
+    .requiredOption('-k <k>', 'neighbours per query', integerOption(1))
     .requiredOption('--out <file>', 'the ids file (.ibin, .ivecs, .npy)')
     .option('--distances <file>', 'also write the distances (.fbin, .fvecs, .npy)')
     .addOption(
@@ -102,8 +100,8 @@ function knnProgram(io: KnnCommandIo): Command {
     )
     .option('--exclude-self', 'query i never gets base row i (k-NN graphs; duplicates are kept)')
     .option('--memory <size>', 'memory for the data, e.g. 4GiB, 512MiB, 1e9 (default 256MiB)', sizeArgument)
-    .option('--block-rows <rows>', 'at most this many query rows between checkpoints', integerAtLeast(1))
-    .option('--threads <n>', 'CPU threads (default: one per core)', integerAtLeast(1))
+    .option('--block-rows <rows>', 'at most this many query rows between checkpoints', integerOption(1))
+    .option('--threads <n>', 'CPU threads (default: one per core)', integerOption(1))
     .option('--device <gpus>', "GPUs: 'all' or ordinals such as 0,1", devicesArgument)
     .option('--resume', 'continue the job from its checkpoint (OUT.keops-checkpoint), if there is one')
     .option(
@@ -111,25 +109,20 @@ function knnProgram(io: KnnCommandIo): Command {
       'seconds between progress lines when stderr is not a terminal',
       (v) => {
         const s = Number(v);
-        if (!Number.isFinite(s) || s < 0) throw new InvalidArgumentError('expected a number of seconds >= 0');
+        if (v.trim() === '' || !Number.isFinite(s) || s < 0) {
+          throw new InvalidArgumentError('expected a number of seconds >= 0');
+        }
         return s;
       },
       5,
     )
-    .addHelpText('after', HELP_AFTER)
-    .helpOption('-h, --help', 'this help')
-    .allowExcessArguments(false)
-    .exitOverride()
-    .configureOutput({
-      writeOut: (text) => io.out(strip(text)),
-      writeErr: (text) => io.err(strip(text)),
-    });
+    .addHelpText('after', HELP_AFTER);
 }
 
 /** Runs `keops-node knn ...` (argv after `knn`); returns the exit code. */
 export async function knnCommand(
   argv: readonly string[],
-  io: KnnCommandIo,
+  io: CommandOutput,
   env: KnnCommandEnv = { signals: process },
 ): Promise<number> {
   const program = knnProgram(io);
@@ -139,18 +132,13 @@ export async function knnCommand(
     args = program.opts<KnnArguments>();
   } catch (e) {
     if (!(e instanceof CommanderError)) throw e;
-    if (e.code === 'commander.helpDisplayed' || e.code === 'commander.help') return 0;
-    io.err(
-      `usage: ${program.name()} --base FILE [--queries FILE] -k K --out FILE [options]  (--help for all)`,
-    );
-    return 2;
+    return e.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
   }
   if (args.queries === undefined && args.excludeSelf !== true) {
     io.err(
-      'keops-node knn: --queries is required, unless --exclude-self (the base is then its own query set)\n' +
-        `usage: ${program.name()} --base FILE [--queries FILE] -k K --out FILE [options]  (--help for all)`,
+      `keops-node knn: --queries is required, unless --exclude-self (the base is then its own query set)\n${USAGE}`,
     );
-    return 2;
+    return EXIT_USAGE;
   }
 
   const controller = new AbortController();
@@ -193,7 +181,7 @@ export async function knnCommand(
       `  ${seconds.toFixed(2)} s, ${formatRate(seconds > 0 ? result.pairs / seconds : 0)}pairs/s${resumed}`,
     );
     for (const path of result.outputs) io.out(`  wrote ${path}`);
-    return 0;
+    return EXIT_OK;
   } catch (e) {
     display.stop();
     if (controller.signal.aborted && isKeOpsError(e) && e.code === 'ERR_ABORTED') {
@@ -206,7 +194,7 @@ export async function knnCommand(
     }
     if (!isKeOpsError(e)) throw e;
     io.err(`keops-node knn: ${e.code}: ${e.message}`);
-    return 1;
+    return EXIT_FAILURE;
   } finally {
     env.signals.off('SIGINT', onSigint);
   }

@@ -18,11 +18,15 @@
  * same however the job was split, stopped and resumed — and the block size may change between runs.
  */
 import { performance } from 'node:perf_hooks';
-import { resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { promises as fsp } from 'node:fs';
 import { KeOpsError } from '../errors';
 import { packageVersion } from '../backend/package-root';
+import { resolveFormat, VECTOR_FILE_FORMATS, type VectorFileFormat } from '../io/formats';
+import { openVectorFile } from '../io/vector-file';
 import type { StorageDtype, VectorSource } from '../io/vector-source';
+import { createVectorFileWriter, type VectorFileWriter } from '../io/vector-writer';
+import { type KnnMetric, type KnnRows, KnnSearch, runKnnSearch } from '../knn/index';
 import { DEFAULT_MEMORY_LIMIT } from './chunked';
 import {
   type Checkpoint,
@@ -34,25 +38,16 @@ import {
   removeCheckpoint,
   writeCheckpoint,
 } from './checkpoint';
-import {
-  type BlockResult,
-  createResultWriter,
-  KNN_METRICS,
-  type KnnMetric,
-  openVectorFile,
-  type ResultWriter,
-  searchBlock,
-} from './knn-job-deps';
 
 /** The checkpoint of a job writing OUT is OUT + this suffix. */
 export const CHECKPOINT_SUFFIX = '.keops-checkpoint';
+/** The temporary file of an output PATH (renamed to PATH when the job ends) is PATH + this suffix. */
+export const PARTIAL_SUFFIX = '.keops-partial';
 /**
- * Most (query × base) pairs per block: bounds the work a kill can lose (about a minute on a CPU at D = 128)
+ * Most (query × base) pairs per block: bounds the work a kill can lose (a minute or two on a CPU at D = 128)
  * and sets how often the checkpoint is written.
  */
 export const PAIRS_PER_BLOCK = 2 ** 34;
-/** Largest id an int32 id file holds. */
-const INT32_MAX = 2 ** 31 - 1;
 
 export interface KnnJobProgress {
   /** (query, base) pairs done, including those done before a resume, and in all. */
@@ -68,19 +63,22 @@ export interface KnnJobProgress {
 }
 
 export interface KnnJobOptions {
-  /** The base vectors: a file path (any format lib/io reads) or a VectorSource. */
+  /** The base vectors: a vector file path (lib/io reads its format from its name) or a VectorSource. */
   readonly base: string | VectorSource;
   /** The queries: a path or a VectorSource; default: the base (a k-NN graph, usually with excludeSelf). */
   readonly queries?: string | VectorSource;
   readonly k: number;
-  /** Default 'l2' (squared Euclidean distances). */
+  /** As for `knn`: 'l2' (the default, squared Euclidean), 'euclidean', 'ip', 'cosine', 'l1' or { formula }. */
   readonly metric?: KnnMetric;
-  /** Query i never gets base row i as a neighbour (a k-NN graph: queries are the base). */
+  /** Query i never gets base row i as a neighbour (a k-NN graph: the queries are the base rows). */
   readonly excludeSelf?: boolean;
-  /** The ids file: .ibin, .ivecs or .npy (int32; int64 .npy when the base has more than 2^31 − 1 rows). */
+  /** The ids file (int32): .ibin, .ivecs or .npy. */
   readonly out: string;
-  /** The distances file: .fbin, .fvecs or .npy (float32; float64 .npy for float64 inputs). */
+  /** The distances file: .fbin, .fvecs or .npy (float32; float64 in .npy when the search is float64). */
   readonly distancesOut?: string;
+  /** Formats of `out` and `distancesOut` when their names do not say them. */
+  readonly outFormat?: VectorFileFormat;
+  readonly distancesFormat?: VectorFileFormat;
   /** Bytes the job may hold for its data (query block, base chunks, results); default 256 MiB. */
   readonly memoryLimit?: number;
   /** Upper bound on the query rows per block (a checkpoint after each block): for tuning and tests. */
@@ -91,11 +89,11 @@ export interface KnnJobOptions {
   readonly devices?: 'all' | readonly number[];
   /**
    * Continue from the checkpoint beside `out` if there is one (else start). Without it, an existing
-   * checkpoint is an error (ERR_CHECKPOINT), so that a finished half of a job is never thrown away by mistake.
+   * checkpoint is an error (ERR_CHECKPOINT), so that a finished part of a job is never thrown away by mistake.
    */
   readonly resume?: boolean;
   readonly onProgress?: (progress: KnnJobProgress) => void;
-  /** Stops the job between kernel calls (ERR_ABORTED); its checkpoint and temporary files are kept for a resume. */
+  /** Stops the job between kernel calls (ERR_ABORTED); its checkpoint and temporary files stay for a resume. */
   readonly signal?: AbortSignal;
 }
 
@@ -120,6 +118,8 @@ const OPTION_KEYS: ReadonlySet<string> = new Set([
   'excludeSelf',
   'out',
   'distancesOut',
+  'outFormat',
+  'distancesFormat',
   'memoryLimit',
   'blockRows',
   'threads',
@@ -138,12 +138,18 @@ function positiveInteger(value: unknown, what: string): number {
   return value;
 }
 
+/** One output file of the job. */
+interface OutputSpec {
+  readonly role: 'ids' | 'distances';
+  readonly path: string;
+  readonly format: VectorFileFormat;
+}
+
 interface Settings {
   readonly k: number;
   readonly metric: KnnMetric;
   readonly excludeSelf: boolean;
-  readonly out: string;
-  readonly distancesOut?: string;
+  readonly outputs: readonly OutputSpec[];
   readonly memoryLimit: number;
   readonly blockRows: number;
   readonly threads?: number;
@@ -153,22 +159,32 @@ interface Settings {
   readonly signal?: AbortSignal;
 }
 
+/** An output's format (from its name unless given), which must hold the role's values. */
+function outputSpec(role: 'ids' | 'distances', path: unknown, format: string | undefined): OutputSpec {
+  const what = role === 'ids' ? 'out' : 'distancesOut';
+  if (typeof path !== 'string' || path === '') throw invalid(`${what} must be a file path`);
+  const resolved = resolveFormat(path, format);
+  if (resolved.gzip) throw invalid(`${what}: ${path}: gzipped files are read, not written`);
+  const wanted: StorageDtype = role === 'ids' ? 'int32' : 'float32';
+  if (!VECTOR_FILE_FORMATS[resolved.format].dtypes.includes(wanted)) {
+    throw invalid(`${what}: a .${resolved.format} file cannot hold ${role} (${wanted})`);
+  }
+  return { role, path, format: resolved.format };
+}
+
 function checkOptions(options: KnnJobOptions): Settings {
   if (typeof options !== 'object' || options === null) throw invalid('options must be an object');
   for (const key of Object.keys(options)) {
-    if (!OPTION_KEYS.has(key))
+    if (!OPTION_KEYS.has(key)) {
       throw invalid(`unknown option '${key}' (known: ${[...OPTION_KEYS].join(', ')})`);
+    }
   }
-  const metric = options.metric ?? 'l2';
-  if (!KNN_METRICS.includes(metric))
-    throw invalid(`metric must be one of ${KNN_METRICS.join(', ')}, got ${String(metric)}`);
-  if (typeof options.out !== 'string' || options.out === '') throw invalid('out must be a file path');
-  const distancesOut = options.distancesOut;
-  if (distancesOut !== undefined && (typeof distancesOut !== 'string' || distancesOut === '')) {
-    throw invalid('distancesOut must be a file path');
-  }
-  if (distancesOut !== undefined && resolve(distancesOut) === resolve(options.out)) {
-    throw invalid('out and distancesOut must be different files');
+  const outputs = [outputSpec('ids', options.out, options.outFormat)];
+  if (options.distancesOut !== undefined) {
+    outputs.push(outputSpec('distances', options.distancesOut, options.distancesFormat));
+    if (resolve(options.distancesOut) === resolve(options.out)) {
+      throw invalid('out and distancesOut must be different files');
+    }
   }
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
     throw invalid('onProgress must be a function');
@@ -178,10 +194,9 @@ function checkOptions(options: KnnJobOptions): Settings {
   }
   return {
     k: positiveInteger(options.k, 'k'),
-    metric,
+    metric: options.metric ?? 'l2',
     excludeSelf: options.excludeSelf === true,
-    out: options.out,
-    distancesOut,
+    outputs,
     memoryLimit: positiveInteger(options.memoryLimit ?? DEFAULT_MEMORY_LIMIT, 'memoryLimit'),
     blockRows: options.blockRows === undefined ? Infinity : positiveInteger(options.blockRows, 'blockRows'),
     threads: options.threads === undefined ? undefined : positiveInteger(options.threads, 'threads'),
@@ -192,7 +207,7 @@ function checkOptions(options: KnnJobOptions): Settings {
   };
 }
 
-/** An input opened for the job: the source, and the path it came from (the job closes what it opened). */
+/** An input of the job: the source, and the path it was opened from (the job closes what it opened). */
 interface Input {
   readonly source: VectorSource;
   readonly path?: string;
@@ -206,26 +221,7 @@ async function openInput(input: string | VectorSource, what: string): Promise<In
   return { source: input };
 }
 
-/** One output file of the job. */
-interface OutputSpec {
-  readonly role: 'ids' | 'distances';
-  readonly path: string;
-  readonly dtype: StorageDtype;
-}
-
-/** What the job writes: int32 ids (int64 past 2^31 − 1 base rows); float32 distances (float64 from float64 inputs). */
-function outputSpecs(settings: Settings, base: VectorSource, queries: VectorSource): OutputSpec[] {
-  const specs: OutputSpec[] = [
-    { role: 'ids', path: settings.out, dtype: base.rows - 1 > INT32_MAX ? 'int64' : 'int32' },
-  ];
-  if (settings.distancesOut !== undefined) {
-    const wide = base.dtype === 'float64' || queries.dtype === 'float64';
-    specs.push({ role: 'distances', path: settings.distancesOut, dtype: wide ? 'float64' : 'float32' });
-  }
-  return specs;
-}
-
-/** Query rows per block: the block's queries and results within a quarter of the limit, PAIRS_PER_BLOCK pairs. */
+/** Query rows per block: queries and results within a quarter of the limit, at most PAIRS_PER_BLOCK pairs. */
 function chooseBlockRows(settings: Settings, queries: VectorSource, baseRows: number): number {
   const perQueryRow = 8 * queries.dim + 32 * settings.k;
   const byMemory = Math.floor(settings.memoryLimit / 4 / perQueryRow);
@@ -248,11 +244,16 @@ export async function runKnnJob(options: KnnJobOptions): Promise<KnnJobResult> {
   }
 }
 
+/** The temporary file of an output: beside it (so that the rename is atomic), named after it. */
+export function partialPathOf(path: string): string {
+  return join(dirname(path), `${basename(path)}${PARTIAL_SUFFIX}`);
+}
+
 class KnnJob {
   private readonly base: VectorSource;
   private readonly queries: VectorSource;
+  private readonly search: KnnSearch;
   private readonly checkpointPath: string;
-  private readonly specs: OutputSpec[];
   private readonly started = performance.now();
 
   constructor(
@@ -262,20 +263,36 @@ class KnnJob {
   ) {
     this.base = baseInput.source;
     this.queries = queryInput.source;
-    this.checkpointPath = `${settings.out}${CHECKPOINT_SUFFIX}`;
+    this.checkpointPath = `${settings.outputs[0].path}${CHECKPOINT_SUFFIX}`;
     if (this.queries.dim !== this.base.dim) {
       throw new KeOpsError(
         'ERR_ARG_SHAPE',
         `queries ${this.queries.name} have dim ${this.queries.dim}, base ${this.base.name} has dim ${this.base.dim}`,
       );
     }
-    if (settings.excludeSelf && this.queries.rows > this.base.rows) {
+    if (settings.excludeSelf && this.queries.rows !== this.base.rows) {
       throw new KeOpsError(
         'ERR_ARG_SHAPE',
-        `excludeSelf: query i is base row i, but there are ${this.queries.rows} queries and ${this.base.rows} base rows`,
+        `excludeSelf needs the queries to be the base rows: ${this.queries.rows} queries, ${this.base.rows} base rows`,
       );
     }
-    this.specs = outputSpecs(settings, this.base, this.queries);
+    const wide = this.base.dtype === 'float64' || this.queries.dtype === 'float64';
+    this.search = new KnnSearch({
+      dim: this.base.dim,
+      k: settings.k,
+      metric: settings.metric,
+      excludeSelf: settings.excludeSelf,
+      dtype: wide ? 'float64' : 'float32',
+      threads: settings.threads,
+    });
+  }
+
+  /** The stored dtype of an output: int32 ids; distances in the search dtype when the format holds it. */
+  private dtypeOf(spec: OutputSpec): StorageDtype {
+    if (spec.role === 'ids') return 'int32';
+    return VECTOR_FILE_FORMATS[spec.format].dtypes.includes(this.search.dtype)
+      ? this.search.dtype
+      : 'float32';
   }
 
   /** Everything that changes the output bytes (block sizes, threads and devices do not). */
@@ -286,12 +303,18 @@ class KnnJob {
     return {
       job: 'knn',
       keopsNode: packageVersion(),
+      search: this.search.hash,
       base: { ...base },
       queries: typeof queries === 'string' ? queries : { ...queries },
       k: this.settings.k,
-      metric: this.settings.metric,
+      metric: typeof this.settings.metric === 'string' ? this.settings.metric : { ...this.settings.metric },
       excludeSelf: this.settings.excludeSelf,
-      outputs: this.specs.map((s) => ({ role: s.role, path: resolve(s.path), dtype: s.dtype })),
+      outputs: this.settings.outputs.map((s) => ({
+        role: s.role,
+        path: resolve(s.path),
+        format: s.format,
+        dtype: this.dtypeOf(s),
+      })),
     };
   }
 
@@ -317,8 +340,11 @@ class KnnJob {
       );
     }
     const resumedRows = found?.rowsDone ?? 0;
+    if (found !== undefined && (await this.alreadyCommitted(found))) {
+      await removeCheckpoint(this.checkpointPath);
+      return this.finished(rows, resumedRows, 0);
+    }
     const writers = await this.openWriters(found);
-    if (writers === 'committed') return this.finished(rows, resumedRows, 0);
     let checkpointed = found !== undefined;
     try {
       if (!checkpointed) {
@@ -341,7 +367,7 @@ class KnnJob {
       rows,
       baseRows: this.base.rows,
       k: this.settings.k,
-      outputs: this.specs.map((s) => s.path),
+      outputs: this.settings.outputs.map((s) => s.path),
       resumedRows,
       pairs,
       elapsedMs: performance.now() - this.started,
@@ -349,28 +375,47 @@ class KnnJob {
   }
 
   /**
-   * The writers: new temporary files for a fresh job; those of the checkpoint for a resumed one. A checkpoint
-   * whose job had ended (killed between renaming its outputs and removing the checkpoint) is cleaned up.
+   * Whether a finished job was stopped after renaming its outputs but before removing its checkpoint: every
+   * row done, every temporary file gone (renamed) and every output there.
    */
-  private async openWriters(found: Checkpoint | undefined): Promise<ResultWriter[] | 'committed'> {
-    const rows = this.queries.rows;
-    const k = this.settings.k;
-    if (found !== undefined && found.rowsDone === found.rows) {
-      const temps = await Promise.all(this.specs.map((s) => exists(`${s.path}.tmp`)));
-      if (!temps.some((t) => t)) {
-        await removeCheckpoint(this.checkpointPath);
-        return 'committed';
-      }
+  private async alreadyCommitted(found: Checkpoint): Promise<boolean> {
+    if (found.rowsDone !== found.rows) return false;
+    for (const spec of this.settings.outputs) {
+      if ((await exists(partialPathOf(spec.path))) || !(await exists(spec.path))) return false;
     }
-    const writers: ResultWriter[] = [];
+    return true;
+  }
+
+  /**
+   * The writers: new temporary files for a fresh job; those of the checkpoint for a resumed one (whose rows
+   * done must still be there: ERR_CHECKPOINT if a temporary file is gone).
+   */
+  private async openWriters(found: Checkpoint | undefined): Promise<VectorFileWriter[]> {
+    const writers: VectorFileWriter[] = [];
     try {
-      for (const spec of this.specs) {
-        writers.push(
-          await createResultWriter(spec.path, { rows, dim: k, dtype: spec.dtype }, found !== undefined),
-        );
+      for (const spec of this.settings.outputs) {
+        const writer = await createVectorFileWriter(spec.path, {
+          format: spec.format,
+          rows: this.queries.rows,
+          dim: this.settings.k,
+          dtype: this.dtypeOf(spec),
+          tempPath: partialPathOf(spec.path),
+          resume: found !== undefined,
+        });
+        writers.push(writer);
+        if (found !== undefined && found.rowsDone > 0 && !writer.resumed) {
+          throw new KeOpsError(
+            'ERR_CHECKPOINT',
+            `${this.checkpointPath} says ${found.rowsDone} query rows are done, but their temporary file ` +
+              `${writer.tempPath} is gone: delete the checkpoint to start the job again`,
+          );
+        }
       }
     } catch (e) {
-      await Promise.all(writers.map((w) => w.abort().catch(() => undefined)));
+      // A resumed job's temporary files are kept (closed); a fresh job's are removed.
+      await Promise.all(
+        writers.map((w) => (found !== undefined ? w.close() : w.abort()).catch(() => undefined)),
+      );
       throw e;
     }
     return writers;
@@ -378,7 +423,7 @@ class KnnJob {
 
   /** Searches and writes the blocks after `startRow`, checkpointing each; returns the pairs computed. */
   private async searchAll(
-    writers: readonly ResultWriter[],
+    writers: readonly VectorFileWriter[],
     job: string,
     identity: JobIdentity,
     startRow: number,
@@ -398,20 +443,18 @@ class KnnJob {
         elapsedMs: performance.now() - this.started,
       });
     report(startRow, pairsAtStart);
-    // The block's results take up to 16 bytes per neighbour (ids and distances, 64-bit at most).
+    // The block's results: up to 16 bytes per neighbour (int32 ids, float64 distances, and their copies).
     const searchMemory = Math.max(1, settings.memoryLimit - block * settings.k * 16);
     for (let q0 = startRow; q0 < rows; q0 += block) {
       checkAbort(settings.signal);
       const q1 = Math.min(rows, q0 + block);
-      const result = await searchBlock(this.queries, this.base, q0, q1, {
-        k: settings.k,
-        metric: settings.metric,
-        excludeSelf: settings.excludeSelf,
+      const result = await runKnnSearch(this.search, this.queries, this.base, {
+        queryRange: [q0, q1],
         memoryLimit: searchMemory,
         threads: settings.threads,
         devices: settings.devices,
         signal: settings.signal,
-        onProgress: (pairs) => report(q0, q0 * baseRows + pairs),
+        onProgress: (p) => report(q0, q0 * baseRows + p.pairsDone),
       });
       await this.write(writers, q0, result);
       await Promise.all(writers.map((w) => w.sync()));
@@ -421,14 +464,12 @@ class KnnJob {
     return (rows - startRow) * baseRows;
   }
 
-  private async write(writers: readonly ResultWriter[], q0: number, result: BlockResult): Promise<void> {
+  private async write(writers: readonly VectorFileWriter[], q0: number, result: KnnRows): Promise<void> {
     await Promise.all(
-      writers.map((w, n) => {
-        const spec = this.specs[n];
-        return w.writeRows(
-          q0,
-          spec.role === 'ids' ? idsAs(result.ids, spec.dtype) : distancesAs(result.distances, spec.dtype),
-        );
+      writers.map((w) => {
+        if (w === writers[0]) return w.writeRows(q0, result.ids);
+        const d = result.distances;
+        return w.writeRows(q0, w.dtype === 'float64' || d instanceof Float32Array ? d : Float32Array.from(d));
       }),
     );
   }
@@ -446,19 +487,4 @@ async function exists(path: string): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-function idsAs(ids: Int32Array | BigInt64Array, dtype: StorageDtype): Int32Array | BigInt64Array {
-  if (dtype === 'int64')
-    return ids instanceof BigInt64Array ? ids : BigInt64Array.from(ids, (v) => BigInt(v));
-  return ids instanceof Int32Array ? ids : Int32Array.from(ids, (v) => Number(v));
-}
-
-function distancesAs(
-  distances: Float32Array | Float64Array,
-  dtype: StorageDtype,
-): Float32Array | Float64Array {
-  if (dtype === 'float64')
-    return distances instanceof Float64Array ? distances : Float64Array.from(distances);
-  return distances instanceof Float32Array ? distances : Float32Array.from(distances);
 }
