@@ -2,19 +2,18 @@
  * k-NN jobs over files (issue 12, item 4): results against a float64 brute force, output bytes independent of
  * blocks / memory / threads, abort and resume giving the same bytes, checkpoints of other jobs, corrupt ones.
  */
-import {
-  existsSync,
-  readFileSync,
-  readdirSync,
-  rmSync,
-  utimesSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { openVectorFile } from '../lib/io/vector-file';
 import { vectorsFromArray } from '../lib/io/vector-source';
-import { CHECKPOINT_SUFFIX, type KnnJobOptions, partialPathOf, runKnnJob } from '../lib/jobs/knn-job';
+import {
+  CHECKPOINT_SUFFIX,
+  type KnnJobOptions,
+  PARTIAL_SUFFIX,
+  partialPathOf,
+  runKnnJob,
+} from '../lib/jobs/knn-job';
 import {
   bruteForceKnn,
   integerPoints,
@@ -310,6 +309,19 @@ describe('k-NN jobs over files', function () {
       const error = await rejection(runKnnJob(options));
       expect(error.code, JSON.stringify(bad)).to.equal('ERR_INVALID_ARGUMENT');
       expect(existsSync(options.out + CHECKPOINT_SUFFIX)).to.equal(false);
+    }
+    // Failing or stopped before the first block is done: nothing is left behind (nothing to resume).
+    const aborted = job();
+    const stop = new AbortController();
+    stop.abort();
+    expect((await rejection(runKnnJob({ ...aborted, signal: stop.signal }))).code).to.equal('ERR_ABORTED');
+    const noGpu = job();
+    expect((await rejection(runKnnJob({ ...noGpu, devices: [0] }))).code).to.equal('ERR_NO_GPU');
+    for (const options of [aborted, noGpu]) {
+      for (const path of [options.out, options.distancesOut as string]) {
+        for (const suffix of ['', CHECKPOINT_SUFFIX, PARTIAL_SUFFIX])
+          expect(existsSync(path + suffix)).to.equal(false);
+      }
     }
     const same = job();
     const error = await rejection(runKnnJob({ ...same, distancesOut: same.out }));

@@ -185,10 +185,14 @@ export async function knnCommand(
   } catch (e) {
     display.stop();
     if (controller.signal.aborted && isKeOpsError(e) && e.code === 'ERR_ABORTED') {
-      const where = last === undefined ? '' : ` after ${last.rowsDone} of ${last.rows} query rows`;
+      const done = last?.rowsDone ?? 0;
+      const rows = last?.rows ?? 0;
       io.err(
-        `keops-node knn: interrupted${where} (${formatDuration((last?.elapsedMs ?? 0) / 1000)}); ` +
-          'the checkpoint is kept: run the same command with --resume to continue',
+        `keops-node knn: interrupted after ${done} of ${rows} query rows ` +
+          `(${formatDuration((last?.elapsedMs ?? 0) / 1000)}); ` +
+          (done > 0
+            ? 'the checkpoint is kept: run the same command with --resume to continue'
+            : 'no block had finished, nothing was kept'),
       );
       return EXIT_INTERRUPTED;
     }

@@ -8,10 +8,11 @@
  *
  * How: queries are processed in blocks, in order. Each block is searched against the whole base, streamed in
  * chunks (so memory is bounded by `memoryLimit` whatever the file sizes), and its rows are written at their
- * place in the outputs' temporary files. Once those rows are fsynced the checkpoint (OUT.keops-checkpoint, see
- * checkpoint.ts) records that rows [0, q1) are done. At the end the temporary files are renamed to their final
- * paths and the checkpoint is removed. A resumed job reopens the temporary files and goes on from the
- * checkpoint's row (rows written after it are written again, with the same bytes).
+ * place in the outputs' temporary files (PATH.keops-partial). Once those rows are fsynced the checkpoint
+ * (OUT.keops-checkpoint, see checkpoint.ts) records that rows [0, q1) are done. At the end the temporary files
+ * are renamed to their final paths and the checkpoint is removed. A resumed job reopens the temporary files and
+ * goes on from the checkpoint's row (rows written after it are written again, with the same bytes). A job that
+ * fails or is stopped keeps its checkpoint and temporary files once a block is done; before, it removes them.
  *
  * Determinism: the result of a row depends only on that row, the base, k and the metric, never on the block
  * it was in, the base chunking, threads or devices (the search breaks ties by id), so the output bytes are the
@@ -255,6 +256,8 @@ class KnnJob {
   private readonly search: KnnSearch;
   private readonly checkpointPath: string;
   private readonly started = performance.now();
+  /** Query rows whose results are durably written (the checkpoint's count). */
+  private rowsDone = 0;
 
   constructor(
     private readonly settings: Settings,
@@ -345,19 +348,17 @@ class KnnJob {
       return this.finished(rows, resumedRows, 0);
     }
     const writers = await this.openWriters(found);
-    let checkpointed = found !== undefined;
+    this.rowsDone = resumedRows;
     try {
-      if (!checkpointed) {
-        await writeCheckpoint(this.checkpointPath, { job, identity, rows, rowsDone: 0 });
-        checkpointed = true;
-      }
       const pairs = await this.searchAll(writers, job, identity, resumedRows);
       for (const w of writers) await w.commit();
       await removeCheckpoint(this.checkpointPath);
       return this.finished(rows, resumedRows, pairs);
     } catch (e) {
-      // Once checkpointed, the temporary files stay for a resume; before, nothing of this run is worth keeping.
-      await Promise.all(writers.map((w) => (checkpointed ? w.close() : w.abort()).catch(() => undefined)));
+      // Once some rows are checkpointed, the temporary files stay for a resume; before, nothing is worth keeping.
+      const keep = this.rowsDone > 0;
+      await Promise.all(writers.map((w) => (keep ? w.close() : w.abort()).catch(() => undefined)));
+      if (!keep) await removeCheckpoint(this.checkpointPath).catch(() => undefined);
       throw e;
     }
   }
@@ -387,8 +388,9 @@ class KnnJob {
   }
 
   /**
-   * The writers: new temporary files for a fresh job; those of the checkpoint for a resumed one (whose rows
-   * done must still be there: ERR_CHECKPOINT if a temporary file is gone).
+   * The writers: new temporary files for a fresh job (replacing those of a run stopped before its first
+   * checkpoint); those of the checkpoint for a resumed one (whose rows done must still be there: ERR_CHECKPOINT
+   * if a temporary file is gone).
    */
   private async openWriters(found: Checkpoint | undefined): Promise<VectorFileWriter[]> {
     const writers: VectorFileWriter[] = [];
@@ -459,6 +461,7 @@ class KnnJob {
       await this.write(writers, q0, result);
       await Promise.all(writers.map((w) => w.sync()));
       await writeCheckpoint(this.checkpointPath, { job, identity, rows, rowsDone: q1 });
+      this.rowsDone = q1;
       report(q1, q1 * baseRows);
     }
     return (rows - startRow) * baseRows;
