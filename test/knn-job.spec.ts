@@ -3,13 +3,17 @@
  * blocks / memory / threads, abort and resume giving the same bytes, checkpoints of other jobs, corrupt ones.
  */
 import { existsSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { openVectorFile } from '../lib/io/vector-file';
 import { vectorsFromArray } from '../lib/io/vector-source';
+import type { KeOpsError } from '../lib/errors';
 import {
   CHECKPOINT_SUFFIX,
   type KnnJobOptions,
+  LOCK_SUFFIX,
   PARTIAL_SUFFIX,
   partialPathOf,
   runKnnJob,
@@ -82,7 +86,7 @@ describe('k-NN jobs over files', function () {
     expect(ids.values).to.deep.equal(expected.ids);
     expect(distances.values).to.deep.equal(expected.distances); // integer points: exact in float32
     expect(existsSync(options.out + CHECKPOINT_SUFFIX)).to.equal(false);
-    expect(readdirSync(dir).filter((f) => /partial|checkpoint|tmp/.test(f))).to.deep.equal([]);
+    expect(readdirSync(dir).filter((f) => /partial|checkpoint|lock|tmp/.test(f))).to.deep.equal([]);
   });
 
   it('matches the brute force for every metric, and for a k-NN graph without self (queries = base)', async () => {
@@ -300,6 +304,26 @@ describe('k-NN jobs over files', function () {
     expect(existsSync(finished.out + CHECKPOINT_SUFFIX)).to.equal(false);
   });
 
+  it('runs a job in one process at a time (a lock file), taking over the lock of a process that died', async () => {
+    const options = job({ blockRows: 5 });
+    const [first, second] = await Promise.allSettled([runKnnJob(options), runKnnJob(options)]);
+    expect(first.status).to.equal('fulfilled');
+    expect(second.status).to.equal('rejected');
+    const error = (second as PromiseRejectedResult).reason as KeOpsError;
+    expect(error.code).to.equal('ERR_CHECKPOINT');
+    expect(error.message)
+      .to.contain(`pid ${process.pid} on ${hostname()}`)
+      .and.to.contain('is running this job');
+    expect(existsSync(options.out + LOCK_SUFFIX)).to.equal(false);
+
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid as number;
+    const orphan = job();
+    writeFileSync(orphan.out + LOCK_SUFFIX, `${dead} ${hostname()}\n`);
+    await runKnnJob(orphan);
+    expect(existsSync(orphan.out)).to.equal(true);
+    expect(existsSync(orphan.out + LOCK_SUFFIX)).to.equal(false);
+  });
+
   it('reports a missing input as ERR_FILE_IO and bad options as ERR_INVALID_ARGUMENT, writing nothing', async () => {
     const missing = job({ base: join(dir, 'no-such.fbin') });
     expect((await rejection(runKnnJob(missing))).code).to.equal('ERR_FILE_IO');
@@ -319,7 +343,7 @@ describe('k-NN jobs over files', function () {
     expect((await rejection(runKnnJob({ ...noGpu, devices: [0] }))).code).to.equal('ERR_NO_GPU');
     for (const options of [aborted, noGpu]) {
       for (const path of [options.out, options.distancesOut as string]) {
-        for (const suffix of ['', CHECKPOINT_SUFFIX, PARTIAL_SUFFIX])
+        for (const suffix of ['', CHECKPOINT_SUFFIX, PARTIAL_SUFFIX, LOCK_SUFFIX])
           expect(existsSync(path + suffix)).to.equal(false);
       }
     }

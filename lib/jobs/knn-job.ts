@@ -30,6 +30,7 @@ import { createVectorFileWriter, type VectorFileWriter } from '../io/vector-writ
 import { type KnnMetric, type KnnRows, KnnSearch, runKnnSearch } from '../knn/index';
 import { DEFAULT_MEMORY_LIMIT } from './chunked';
 import {
+  acquireJobLock,
   type Checkpoint,
   identifyInput,
   identityDifferences,
@@ -42,6 +43,8 @@ import {
 
 /** The checkpoint of a job writing OUT is OUT + this suffix. */
 export const CHECKPOINT_SUFFIX = '.keops-checkpoint';
+/** While a job runs, OUT + this suffix holds its process id (a second run of the job is refused). */
+export const LOCK_SUFFIX = '.keops-lock';
 /** The temporary file of an output PATH (renamed to PATH when the job ends) is PATH + this suffix. */
 export const PARTIAL_SUFFIX = '.keops-partial';
 /**
@@ -321,7 +324,17 @@ class KnnJob {
     };
   }
 
+  /** Runs the job holding its lock (OUT.keops-lock), so that no other process writes its files meanwhile. */
   async run(): Promise<KnnJobResult> {
+    const lock = await acquireJobLock(`${this.settings.outputs[0].path}${LOCK_SUFFIX}`);
+    try {
+      return await this.runLocked();
+    } finally {
+      await lock.release();
+    }
+  }
+
+  private async runLocked(): Promise<KnnJobResult> {
     const { settings } = this;
     const rows = this.queries.rows;
     const identity = await this.identity();
