@@ -41,7 +41,7 @@ describe('keops-node knn: sizes and progress lines', () => {
     }
   });
 
-  it('writes a progress line at most every interval, with rows, rate and ETA', () => {
+  it('writes a progress line at most every interval, and the last one, with rows, rate and ETA', () => {
     const lines: string[] = [];
     const display = lineProgress('knn', (l) => lines.push(l), 5000);
     const at = (elapsedMs: number, rowsDone: number): ProgressState => ({
@@ -58,14 +58,15 @@ describe('keops-node knn: sizes and progress lines', () => {
       [4999, 400],
       [5000, 500],
       [9000, 900],
-      [10_000, 1000],
+      [9500, 1000],
+      [12_000, 1000],
     ]) {
       display.update(at(ms, rows));
     }
     expect(lines).to.deep.equal([
       'knn: 0.0% (0/1000 rows), 0.00 pairs/s, ETA ?',
       'knn: 50.0% (500/1000 rows), 10.0 kpairs/s, ETA 5s',
-      'knn: 100.0% (1000/1000 rows), 10.0 kpairs/s, ETA 0s',
+      'knn: 100.0% (1000/1000 rows), 10.5 kpairs/s, ETA 0s',
     ]);
     expect([formatDuration(75), formatDuration(3 * 3600 + 120), formatDuration(undefined)]).to.deep.equal([
       '1m15s',
