@@ -222,6 +222,12 @@ describe('knn', function () {
         const result = await knn({ data: x, dim: D }, { data: y, dim: D }, { k, dtype });
         expect(result.distances).to.be.instanceOf(dtype === 'float32' ? Float32Array : Float64Array);
         expectNeighbours(result, referenceOrder(rows(x, D), rows(y, D), REFERENCE.l2), k, 0);
+        const chunked = await knn(
+          { data: x, dim: D },
+          { data: y, dim: D },
+          { k, dtype, chunkRows: { queries: 2, base: 7 }, threads: 1 },
+        );
+        expectSameBytes(chunked, result, `D = 784 ${dtype}, chunked`);
       }
     });
 
