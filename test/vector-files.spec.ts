@@ -166,6 +166,16 @@ async function expectReads(
       expect(part.length, `${path} [${a}, ${b})`).to.equal((b - a) * dim);
       expect([...part], `${path} [${a}, ${b})`).to.deep.equal(rowsOf(values, dim, a, b));
     }
+    // Into one reused buffer, longer than needed.
+    const target = whole.slice();
+    for (const [a, b] of [
+      [2, 5],
+      [0, 1],
+    ]) {
+      const part = await file.readInto(a, b, target);
+      expect(part.buffer, 'a view of the target').to.equal(target.buffer);
+      expect([...part], `${path} readInto [${a}, ${b})`).to.deep.equal(rowsOf(values, dim, a, b));
+    }
     // Concurrent reads in any order.
     const parts = await Promise.all([file.read(5, 7), file.read(0, 2), file.read(2, 5)]);
     expect(parts.flatMap((p) => [...p] as unknown[])).to.deep.equal([
@@ -366,6 +376,15 @@ describe('vector files: readers', () => {
     ]) {
       expect((await rejection(file.read(a, b))).code, `[${a}, ${b})`).to.equal('ERR_INVALID_ARGUMENT');
     }
+    expect((await rejection(file.readInto(0, 2, new Float32Array(5)))).code, 'short').to.equal(
+      'ERR_INVALID_ARGUMENT',
+    );
+    expect((await rejection(file.readInto(0, 1, new Float64Array(3)))).code, 'dtype').to.equal(
+      'ERR_INVALID_ARGUMENT',
+    );
+    expect((await rejection(file.readInto(3, 5, new Float32Array(6)))).code, 'range').to.equal(
+      'ERR_INVALID_ARGUMENT',
+    );
     await file.close();
     await file.close();
     const e = await rejection(file.read(0, 1));
