@@ -719,8 +719,16 @@ describe('vector files: writers', () => {
 
     const second = await createVectorFileWriter(path, { rows: 6, dim: 4, tempPath, resume: true });
     expect(second.resumed).to.equal(true);
-    await second.writeRows(3, values.subarray(12));
-    await second.commit();
+    await second.writeRows(3, values.subarray(12, 16));
+    // A clean stop: closed, the temporary file kept, nothing at the path.
+    await second.close();
+    await second.close();
+    expect((await rejection(second.writeRows(4, values.subarray(16)))).code).to.equal('ERR_FILE_IO');
+    expect(existsSync(path)).to.equal(false);
+    const third = await createVectorFileWriter(path, { rows: 6, dim: 4, tempPath, resume: true });
+    expect(third.resumed).to.equal(true);
+    await third.writeRows(4, values.subarray(16));
+    await third.commit();
     expect(readFileSync(path).equals(vecsFile(values, 6, 4))).to.equal(true);
     expect(existsSync(tempPath)).to.equal(false);
 

@@ -67,6 +67,11 @@ export interface VectorFileWriter {
   commit(): Promise<void>;
   /** Closes and removes the temporary file; `path` is untouched. Idempotent. */
   abort(): Promise<void>;
+  /**
+   * Syncs and closes the temporary file and keeps it, for a later writer with `tempPath` and `resume: true` (a
+   * job stopping cleanly, to continue later). `path` is untouched; `abort()` may still remove the file.
+   */
+  close(): Promise<void>;
 }
 
 /** The file bytes of a layout's header (empty for .Xvecs). */
@@ -260,7 +265,7 @@ export async function createVectorFileWriter(
     }
   }
   const file: FileHandle = handle;
-  // closed: commit failed after closing the file; the rows stay in the temporary file until abort().
+  // closed: by close(), or by a commit whose rename failed; the rows stay in the temporary file until abort().
   let state: 'open' | 'closed' | 'committed' | 'aborted' = 'open';
   const stride = rowStride(layout);
 
@@ -327,6 +332,17 @@ export async function createVectorFileWriter(
       }
       state = 'committed';
       await syncFolder(dirname(resolve(path)));
+    },
+    async close() {
+      if (state !== 'open') return;
+      state = 'closed';
+      try {
+        await file.sync();
+        await file.close();
+      } catch (e) {
+        await file.close().catch(() => undefined);
+        throw fileIoError(tempPath, 'sync and close it', e);
+      }
     },
     async abort() {
       if (state === 'committed' || state === 'aborted') return;
