@@ -296,6 +296,33 @@ describe('vector files: readers', () => {
     );
   });
 
+  it('reads Fashion-MNIST as Debian ships it (gzipped IDX), when installed', async function () {
+    const folder = '/usr/share/datasets/fashion-mnist';
+    if (!existsSync(join(folder, 't10k-images-idx3-ubyte.gz'))) {
+      console.log(`      (skipped: ${folder} is not installed: apt-get install dataset-fashion-mnist)`);
+      this.skip();
+    }
+    const images = await openVectorFile(join(folder, 't10k-images-idx3-ubyte.gz'));
+    const labels = await openVectorFile(join(folder, 't10k-labels-idx1-ubyte.gz'));
+    try {
+      expect([images.rows, images.dim, images.dtype, images.format]).to.deep.equal([
+        10000,
+        784,
+        'uint8',
+        'idx',
+      ]);
+      expect([labels.rows, labels.dim, labels.dtype]).to.deep.equal([10000, 1, 'uint8']);
+      const counts = new Array<number>(10).fill(0);
+      for (const label of (await labels.read(0, 10000)) as Uint8Array) counts[label]++;
+      expect(counts, 'ten classes of 1000 test images').to.deep.equal(new Array<number>(10).fill(1000));
+      const last = (await images.read(9999, 10000)) as Uint8Array;
+      expect(last.length).to.equal(784);
+      expect(Math.max(...last)).to.be.above(0);
+    } finally {
+      await Promise.all([images.close(), labels.close()]);
+    }
+  });
+
   it('takes the format from options.format when the name says none or another', async () => {
     const values = valuesOf('float32', ROWS * DIM, 9);
     const path = put('vectors.dat', binFile(values, ROWS, DIM));
