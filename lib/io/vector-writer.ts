@@ -239,6 +239,9 @@ export async function createVectorFileWriter(
 ): Promise<VectorFileWriter> {
   const { format, dtype } = checkOptions(path, options);
   const { rows, dim } = options;
+  if (options.resume === true && options.tempPath === undefined) {
+    throw new KeOpsError('ERR_INVALID_ARGUMENT', `${path}: resume needs the tempPath of the file to reopen`);
+  }
   const tempPath = options.tempPath ?? temporaryPathFor(path);
   if (dirname(resolve(tempPath)) !== dirname(resolve(path)) || resolve(tempPath) === resolve(path)) {
     throw new KeOpsError(
