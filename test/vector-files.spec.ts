@@ -660,6 +660,9 @@ describe('vector files: writers', () => {
     expect(
       (await rejection(createVectorFileWriter(join(dir, 'zero.fvecs'), { rows: 0, dim: 2 }))).code,
     ).to.equal('ERR_INVALID_ARGUMENT');
+    expect((await rejection(createVectorFileWriter(path, { rows: 1, dim: 2, resume: true }))).code).to.equal(
+      'ERR_INVALID_ARGUMENT',
+    );
     expect(
       (await rejection(createVectorFileWriter(join(dir, 'x.fbin.gz'), { rows: 1, dim: 2 }))).code,
     ).to.equal('ERR_INVALID_ARGUMENT');
