@@ -6,7 +6,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { Writable } from 'node:stream';
-import { existsSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { runCli } from '../lib/cli';
@@ -288,6 +288,37 @@ describe('keops-node knn', function () {
     );
     expect(r.code).to.equal(1);
     expect(r.err).to.match(/^keops-node knn: ERR_FILE_IO: .*missing\.fbin/);
+  });
+
+  it('fails with exit 1 when an input is truncated mid-job, saying that the checkpoint is kept; resume refused', async () => {
+    const changing = join(dir, 'changing.fbin');
+    copyFileSync(basePath, changing);
+    const ids = join(dir, 'truncated.ibin');
+    const args = ['--base', changing, '--queries', queryPath, '-k', '3', '--out', ids, '--block-rows', '10'];
+    const poll = setInterval(() => {
+      if (checkpointRows(ids + CHECKPOINT_SUFFIX) > 0) {
+        clearInterval(poll);
+        truncateSync(changing, 8 + 4 * DIM * 5000);
+      }
+    }, 2);
+    let err = '';
+    const code = await knnCommand(args, { out: () => undefined, err: (t) => (err += `${t}\n`) });
+    clearInterval(poll);
+    expect(code, err).to.equal(1);
+    // The chunked executor reports a failing read as ERR_SOURCE, with the reader's message (file, byte offset).
+    expect(err).to.match(
+      /^keops-node knn: ERR_SOURCE: .*changing\.fbin: at byte \d+: the file is truncated/m,
+    );
+    expect(err).to.match(/\d+ query rows are checkpointed: once the cause is fixed, add --resume/);
+    expect(existsSync(ids)).to.equal(false);
+    // Rewritten whole but with other rows, the input is another file: resuming is refused rather than mixing
+    // two results.
+    const other = baseData.slice();
+    other[other.length - 1] += 1;
+    writeFbin(changing, other, DIM);
+    const resumed = await cli('knn', ...args, '--resume');
+    expect(resumed.code).to.equal(1);
+    expect(resumed.err).to.contain('ERR_CHECKPOINT').and.to.contain('base.');
   });
 
   it('killed with SIGKILL after a checkpoint, leaves no output; --resume then writes the same bytes', async () => {

@@ -198,6 +198,10 @@ export async function knnCommand(
     }
     if (!isKeOpsError(e)) throw e;
     io.err(`keops-node knn: ${e.code}: ${e.message}`);
+    const kept = last?.rowsDone ?? 0; // the job keeps its checkpoint once a block is done
+    if (kept > 0 && e.code !== 'ERR_CHECKPOINT') {
+      io.err(`keops-node knn: ${kept} query rows are checkpointed: once the cause is fixed, add --resume`);
+    }
     return EXIT_FAILURE;
   } finally {
     env.signals.off('SIGINT', onSigint);
