@@ -10,6 +10,7 @@ import { expect } from 'chai';
 import { openVectorFile } from '../lib/io/vector-file';
 import { vectorsFromArray } from '../lib/io/vector-source';
 import type { KeOpsError } from '../lib/errors';
+import { type Checkpoint, jobHash, readCheckpoint, writeCheckpoint } from '../lib/jobs/checkpoint';
 import {
   CHECKPOINT_SUFFIX,
   type KnnJobOptions,
@@ -245,6 +246,15 @@ describe('k-NN jobs over files', function () {
     const otherQueries = await rejection(runKnnJob({ ...options, queries: basePath, resume: true }));
     expect(otherQueries.code).to.equal('ERR_CHECKPOINT');
     expect(otherQueries.message).to.contain('queries');
+    // Made on another processor (which may round a last bit differently): another job too.
+    const path = options.out + CHECKPOINT_SUFFIX;
+    const found = (await readCheckpoint(path)) as Checkpoint;
+    const identity = { ...found.identity, processor: 'cpu: some other model' };
+    await writeCheckpoint(path, { ...found, identity, job: jobHash(identity) });
+    const elsewhere = await rejection(runKnnJob({ ...options, resume: true }));
+    expect(elsewhere.code).to.equal('ERR_CHECKPOINT');
+    expect(elsewhere.message).to.contain('differs in: processor)');
+    await writeCheckpoint(path, found);
     const noDistances = await rejection(runKnnJob({ ...options, distancesOut: undefined, resume: true }));
     expect(noDistances.code).to.equal('ERR_CHECKPOINT');
     expect(noDistances.message).to.contain('outputs');

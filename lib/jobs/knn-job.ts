@@ -15,14 +15,17 @@
  * fails or is stopped keeps its checkpoint and temporary files once a block is done; before, it removes them.
  *
  * Determinism: the result of a row depends only on that row, the base, k and the metric, never on the block
- * it was in, the base chunking, threads or devices (the search breaks ties by id), so the output bytes are the
- * same however the job was split, stopped and resumed — and the block size may change between runs.
+ * it was in, the base chunking, threads or the number of GPUs (the search breaks ties by id), so the output
+ * bytes are the same however the job was split, stopped and resumed — and the block size may change between
+ * runs. Another processor model may round a last bit differently: the job's identity names the processor.
  */
 import { performance } from 'node:perf_hooks';
+import { cpus } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { promises as fsp } from 'node:fs';
 import { KeOpsError } from '../errors';
 import { packageVersion } from '../backend/package-root';
+import { runtimeInfo } from '../backend/cuda/runtime';
 import { resolveFormat, VECTOR_FILE_FORMATS, type VectorFileFormat } from '../io/formats';
 import { openVectorFile } from '../io/vector-file';
 import type { StorageDtype, VectorSource } from '../io/vector-source';
@@ -309,6 +312,7 @@ class KnnJob {
     return {
       job: 'knn',
       keopsNode: packageVersion(),
+      processor: await processorIdentity(),
       search: this.search.hash,
       base: { ...base },
       queries: typeof queries === 'string' ? queries : { ...queries },
@@ -489,6 +493,18 @@ class KnnJob {
       }),
     );
   }
+}
+
+/**
+ * What the kernels run on ('auto' picks the GPUs when there are any): kernels are compiled for their processor,
+ * and another CPU model or GPU may round a distance differently in its last bit, so a job resumes only there.
+ */
+async function processorIdentity(): Promise<string> {
+  const info = await runtimeInfo();
+  if (info.backend === 'cuda' && info.devices.length > 0) {
+    return `cuda: ${[...new Set(info.devices.map((d) => d.name))].join(', ')}`;
+  }
+  return `cpu: ${cpus()[0]?.model ?? 'unknown'}`;
 }
 
 function checkAbort(signal: AbortSignal | undefined): void {
