@@ -42,7 +42,7 @@ Without --queries the base is its own query set (a k-NN graph), which needs --ex
 
 Outputs appear at their paths only when complete. OUT.keops-checkpoint records the finished query rows: a
 job stopped by Ctrl-C, a crash or kill -9 continues with the same command plus --resume, and writes the
-same bytes as an uninterrupted run. Results do not depend on --memory, --threads or --device.
+same bytes as an uninterrupted run. Results do not depend on --memory, --threads or --block-rows.
 
 Exit codes: 0 done, 1 failed (the message starts with the error code), 2 bad arguments,
 130 interrupted (resume with --resume).`;
