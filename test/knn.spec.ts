@@ -431,6 +431,24 @@ describe('knn', function () {
       );
     });
 
+    it('reads in-memory rows of the compute dtype as they are (no conversion)', async () => {
+      const original = KnnSearch.prototype.readRows;
+      let reads = 0;
+      KnnSearch.prototype.readRows = function (this: KnnSearch, ...args: Parameters<typeof original>) {
+        reads++;
+        return original.apply(this, args);
+      };
+      try {
+        const direct = await knn(queries, base, { k });
+        expect(reads).to.equal(0);
+        const converted = await knn({ data: Float64Array.from(x), dim: D }, base, { k, dtype: 'float32' });
+        expect(reads).to.be.above(0);
+        expectSameBytes(converted, direct, 'float64 queries converted to float32');
+      } finally {
+        KnnSearch.prototype.readRows = original;
+      }
+    });
+
     it('the hash names what determines the results', () => {
       const h = (spec: ConstructorParameters<typeof KnnSearch>[0]) => new KnnSearch(spec).hash;
       const base0 = h({ dim: 3, k: 4 });
