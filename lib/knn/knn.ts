@@ -79,13 +79,21 @@ const OPTION_KEYS: ReadonlySet<string> = new Set<string>([...SEARCH_KEYS, ...RUN
 
 const invalid = (message: string) => new KeOpsError('ERR_INVALID_ARGUMENT', message);
 
-/** `input` as a VectorSource (in-memory arrays wrapped without copying); `name` is used in messages. */
+/**
+ * `input` as a VectorSource (in-memory arrays wrapped without copying, keeping `data`); `name` is used in
+ * messages.
+ */
 export function vectorSourceOf(input: KnnInput, name: string): VectorSource {
   if (typeof input !== 'object' || input === null) {
     throw new KeOpsError('ERR_ARG_TYPE', `${name} must be a VectorSource or { data, dim, dtype? }`);
   }
   if ('data' in input) {
-    return vectorsFromArray(input.data, input.dim, { dtype: input.dtype, name });
+    // In memory: the rows stay visible as `data`, which the kernels read as they are when they need no conversion.
+    const inMemory: VectorSource & { readonly data: StorageArray } = {
+      ...vectorsFromArray(input.data, input.dim, { dtype: input.dtype, name }),
+      data: input.data,
+    };
+    return inMemory;
   }
   const s = input as Partial<VectorSource>;
   if (
@@ -133,7 +141,7 @@ export async function knn(queries: KnnInput, base: KnnInput, options: KnnOptions
   });
   // Strategy dispatch, the one place where other exact strategies plug in (low-dimensional pruning,
   // lib/knn/prune.ts, for small dims): everything below is the brute-force search over all pairs.
-  return runKnnSearch(search, queries, base, options);
+  return runKnnSearch(search, q, b, options);
 }
 
 /**

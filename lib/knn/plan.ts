@@ -316,10 +316,9 @@ export class KnnSearch {
   async prepare(options: KnnPartialOptions = {}): Promise<void> {
     const zero = allocateFloat(this.dtype, this.dim);
     const one = allocateFloat(this.dtype, 1);
-    await this.call(this.reducer, [zero, zero], options);
-    if (this.after !== undefined) {
+    if (this.after === undefined) await this.call(this.reducer, [zero, zero], options);
+    else
       await this.call(this.after, [zero, zero, one, one, one, one, one, one.slice().fill(Infinity)], options);
-    }
   }
 
   /**
