@@ -68,6 +68,13 @@ const CASES: readonly Case[] = [
     dtype: 'float32',
   },
   {
+    id: 'gauss-scaled-f32',
+    label: 'Gaussian sum f32, D=3, scale g',
+    text: 'Sum_Reduction(Exp(-g*SqDist(x,y))*b,0)',
+    aliases: [...GAUSS, 'g = Pm(3,1)'],
+    dtype: 'float32',
+  },
+  {
     id: 'gauss-f64',
     label: 'Gaussian sum f64, D=3',
     text: 'Sum_Reduction(Exp(-SqDist(x,y))*b,0)',

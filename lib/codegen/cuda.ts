@@ -32,6 +32,7 @@
 import { KeOpsError } from '../errors';
 import type { Reduction, ReductionLayout } from '../formula/reduction';
 import type { ArgPosition, FormulaArgument } from './formula';
+import { foldExpScale } from './cuda-exp2';
 import { BYTES, CPP_TYPE, generateKernelParts } from './kernel-parts';
 import { unsupportedSumScheme } from './reduction-hooks';
 import { fillTemplate, inlineHeader, readPackageFile } from './templates';
@@ -147,7 +148,9 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
   checkSymbolPrefix(opts.symbolPrefix);
   const dtypeAcc = opts.dtypeAcc ?? opts.dtype;
   const prefix = opts.symbolPrefix ?? 'keops';
-  const { names, formula, hooks, scheme } = generateKernelParts(red, { ...opts, dtypeAcc });
+  // float32: exponents whose log2(e) scale a per-row factor can absorb become base-2 (lib/codegen/cuda-exp2.ts).
+  const formulaRoot = opts.dtype === 'float32' ? foldExpScale(red.fout, opts.positions, red.tag) : undefined;
+  const { names, formula, hooks, scheme } = generateKernelParts(red, { ...opts, dtypeAcc, formulaRoot });
   const formulaName = formula.functionName;
   if (scheme === 'kahan_scheme' && hooks.kahan === undefined) throw unsupportedSumScheme(red, opts.sumScheme);
 
