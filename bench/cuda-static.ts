@@ -12,8 +12,9 @@
  * --write appends the table to bench/RESULTS.md; --keep DIR leaves the .cu, .ptx and ptxas logs there.
  *
  * How the instructions per pair are counted (PTX, since no disassembler for sm_90 SASS is available here): the
- * PTX of `<prefix>_1d` is cut into basic blocks; the loop counted is the one that loads from shared memory and has
- * no inner loop that does (the unrolled j loop, not its remainder: the one loading the most bytes per trip); its
+ * PTX of `<prefix>_1d` is cut into basic blocks; the loop counted is the one that loads from shared memory and whose
+ * hot path enters no inner loop that does (the unrolled j loop, not its remainder: the one loading the most bytes
+ * per trip; the screened KMin loop, whose exact evaluations form a cold inner loop); its
  * hot path is the shortest path, in instructions, from its header back to it (the KMin guard that rejects, the
  * LogSumExp term below the running maximum, exp without its range fix-up). Pairs per trip = shared bytes loaded on
  * that path / bytes of one j record × output rows per thread. PTX is not SASS: ptxas folds some address
@@ -297,6 +298,8 @@ function loops(blocks: readonly Block[]): { header: number; body: Set<number> }[
 interface HotPath {
   readonly instructions: number;
   readonly sharedBytes: number;
+  /** The blocks on the path. */
+  readonly blocks: ReadonlySet<number>;
 }
 
 /** Shortest path (instructions) from the header back to it inside the loop (Dijkstra, small graphs). */
@@ -327,9 +330,12 @@ function hotPath(blocks: readonly Block[], loop: { header: number; body: Set<num
   }
   if (best === undefined) throw new Error('the loop has no path back to its header');
   const path: string[] = [];
-  for (let k: number | undefined = best.last; k !== undefined; k = previous.get(k))
+  const onPath = new Set<number>();
+  for (let k: number | undefined = best.last; k !== undefined; k = previous.get(k)) {
     path.push(...blocks[k].instructions);
-  return { instructions: best.d, sharedBytes: sharedBytesRead(path) };
+    onPath.add(k);
+  }
+  return { instructions: best.d, sharedBytes: sharedBytesRead(path), blocks: onPath };
 }
 
 export interface LoopCount {
@@ -348,19 +354,24 @@ export function innerLoopCount(
   const all = loops(blocks);
   const loadsShared = (body: Set<number>): boolean =>
     [...body].some((k) => blocks[k].instructions.some((i) => sharedRange(i) !== undefined));
-  const candidates = all.filter(
-    (l) =>
-      loadsShared(l.body) &&
-      !all.some(
-        (o) =>
-          o !== l &&
-          o.body.size < l.body.size &&
-          [...o.body].every((k) => l.body.has(k)) &&
-          loadsShared(o.body),
-      ),
-  );
-  if (candidates.length === 0) throw new Error(`no inner loop reading shared memory in ${entry}`);
-  const paths = candidates.map((l) => hotPath(blocks, l)).filter((p) => p.sharedBytes > 0);
+  // A loop whose hot path enters a nested loop reading shared memory (the tile loop around the j loop) is not
+  // the inner loop; one that only has a cold nested loop (the screened KMin loop's exact evaluations) is.
+  const paths = all
+    .filter((l) => loadsShared(l.body))
+    .map((l) => ({ l, path: hotPath(blocks, l) }))
+    .filter(
+      ({ l, path }) =>
+        !all.some(
+          (o) =>
+            o !== l &&
+            o.body.size < l.body.size &&
+            [...o.body].every((k) => l.body.has(k)) &&
+            loadsShared(o.body) &&
+            path.blocks.has(o.header),
+        ),
+    )
+    .map(({ path }) => path)
+    .filter((p) => p.sharedBytes > 0);
   if (paths.length === 0) throw new Error(`no hot path reading shared memory in ${entry}`);
   const path = paths.reduce((a, b) => (b.sharedBytes > a.sharedBytes ? b : a));
   const pairs = (path.sharedBytes / recordBytes) * rowsPerThread;

@@ -33,8 +33,10 @@ import { KeOpsError } from '../errors';
 import type { Reduction, ReductionLayout } from '../formula/reduction';
 import type { ArgPosition, FormulaArgument } from './formula';
 import { foldExpScale } from './cuda-exp2';
+import { cudaSqDistScreen } from './cuda-screen';
 import { BYTES, CPP_TYPE, generateKernelParts } from './kernel-parts';
 import { unsupportedSumScheme } from './reduction-hooks';
+import { cLiteral } from './names';
 import { fillTemplate, inlineHeader, readPackageFile } from './templates';
 
 export type CudaDtype = 'float32' | 'float64';
@@ -50,6 +52,8 @@ export interface CudaKernelOptions {
   readonly symbolPrefix?: string;
   /** Output rows per thread (1 to 8); default: chosen from the per-row state (see `defaultRowsPerThread`). */
   readonly rowsPerThread?: number;
+  /** Screen KMin searches over a wide SqDist by the expanded form (lib/codegen/cuda-screen.ts); default true. */
+  readonly screen?: boolean;
 }
 
 export interface CudaKernelEntries {
@@ -72,7 +76,7 @@ export interface CudaKernels {
   readonly sumScheme: CudaSumScheme;
   /** Number of pointers in the `Args` parameter (>= 1). */
   readonly argSlots: number;
-  /** Bytes of dynamic shared memory per thread of a block (the packed inner record). */
+  /** Bytes of dynamic shared memory per thread of a block (the packed inner record, and |y|² when screening). */
   readonly sharedBytesPerThread: number;
   /** Accumulator values / indices per row in the split kernels' partial buffers. */
   readonly partialSlots: { readonly val: number; readonly idx: number };
@@ -226,6 +230,14 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
       ? SKIP_GROUP
       : 1;
 
+  const screen =
+    opts.dtype === 'float32' && dtypeAcc === 'float32' && opts.screen !== false
+      ? cudaSqDistScreen(red, opts.positions)
+      : undefined;
+  const screenOffset = (pos: number): number =>
+    packedOffset.get(formula.args.find((a) => a.pos === pos) as FormulaArgument) as number;
+  const accLiteral = (v: number): string => cLiteral(v, 'keops_acc_t');
+
   const namespace = `${prefix}_ns`;
   const entries: CudaKernelEntries = {
     oneD: `${prefix}_1d`,
@@ -263,6 +275,15 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
       ROWS_PER_THREAD: String(rowsPerThread),
       SKIP_GROUP: String(skipGroup),
       UNROLL: String(dimInner <= UNROLL_MAX_RECORD ? UNROLL : 1),
+      SCREEN: screen === undefined ? 'false' : 'true',
+      SCREEN_DIM: String(screen?.dim ?? 0),
+      SCREEN_OUTER: String(screen === undefined ? 0 : screenOffset(screen.outerPos)),
+      SCREEN_INNER: String(screen === undefined ? 0 : screenOffset(screen.innerPos)),
+      SCREEN_SLOT: String(screen?.slot ?? 0),
+      SCREEN_ALPHA: accLiteral(screen?.alpha ?? 0),
+      SCREEN_BETA: accLiteral(screen?.beta ?? 0),
+      SCREEN_TAU: accLiteral(screen?.tau ?? 0),
+      SCREEN_ETA: accLiteral(screen?.eta ?? 0),
       HOOK_MERGE: hooks.merge,
       HOOK_FINALIZE: hooks.finalize,
       HOOK_FOLD_KAHAN: kahan.fold,
@@ -282,7 +303,7 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
     dtypeAcc,
     sumScheme: scheme,
     argSlots,
-    sharedBytesPerThread: dimInner * BYTES[opts.dtype],
+    sharedBytesPerThread: dimInner * BYTES[opts.dtype] + (screen === undefined ? 0 : BYTES[dtypeAcc]),
     partialSlots: { val: Math.max(1, red.layout.dimredVal), idx: Math.max(1, red.layout.dimredIdx) },
     fastMath: opts.dtype === 'float32',
     rowsPerThread,
