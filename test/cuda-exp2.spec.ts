@@ -55,7 +55,9 @@ describe('CUDA base-2 exponentials (log2 e folded into a per-row factor)', funct
     const opts = { sumScheme: 'block_sum' as const, positions: c.positions };
     expect(generateCudaKernels(c.reduction, { ...opts, dtype: 'float32' }).body).to.include('keops_exp2(');
     // float64: CUDA's exp2(double) costs what the multiply saves; the formula is left as written.
-    expect(generateCudaKernels(c.reduction, { ...opts, dtype: 'float64' }).body).not.to.include('keops_exp2(');
+    expect(generateCudaKernels(c.reduction, { ...opts, dtype: 'float64' }).body).not.to.include(
+      'keops_exp2(',
+    );
   });
 
   for (const [text, g] of [

@@ -93,7 +93,14 @@ describe('CUDA kernels: screened k-nearest-neighbour search (emulated)', functio
     ];
     if (tag === 0) {
       // Two row blocks (rows 13..15 in none), the second over three j intervals, one of them overlapping.
-      const ranges: Ranges = [[0, 13, 16, M], [0, 2], [0, 9, 20, N, 5, 30], [0, N], [0, 1], [0, M]];
+      const ranges: Ranges = [
+        [0, 13, 16, M],
+        [0, 2],
+        [0, 9, 20, N, 5, 30],
+        [0, N],
+        [0, 1],
+        [0, M],
+      ];
       const plan = planReduction(raw, c.variables, c.positions.length, tag, ranges);
       launches.push({
         scheme: 'ranges',
