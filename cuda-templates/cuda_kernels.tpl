@@ -73,6 +73,11 @@ __device__ __forceinline__ keops_acc_t keops_screen_beta() { return {{SCREEN_BET
 __device__ __forceinline__ keops_acc_t keops_screen_tau() { return {{SCREEN_TAU}}; }
 __device__ __forceinline__ keops_acc_t keops_screen_eta() { return {{SCREEN_ETA}}; }
 
+// 16 bytes of values, for vector copies into the tile.
+struct __align__(16) keops_chunk {
+  keops_t v[16 / sizeof(keops_t)];
+};
+
 // Argument pointers, passed by value (kernel parameter space): no device-side pointer table to upload.
 struct Args {
   const keops_t* p[kArgSlots];
@@ -126,7 +131,8 @@ __device__ __forceinline__ void keops_load_outer(const Args& args, long i, keops
 
 // Stages inner rows [j0, j0 + len) into the tile, one packed record of kDimInner values per row. The rows of a
 // variable are contiguous in global memory: the block copies them as one flat array, consecutive threads reading
-// consecutive values (coalesced, whatever the variable's width), each value to its place in its record.
+// consecutive values (coalesced, whatever the variable's width), each value to its place in its record; by 16-byte
+// chunks where the widths allow and the rows are aligned.
 __device__ __forceinline__ void keops_load_tile(const Args& args, long j0, int len, keops_t* tile) {
 {{LOAD_TILE}}
 }

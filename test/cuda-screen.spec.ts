@@ -4,7 +4,7 @@
  * exactly (bit for bit, values and indices) what the same kernels without screening return, on data where the
  * screening prunes (uniform rows), where it cannot (a common offset of 2^20, where the expanded form has no
  * correct digit), with near-duplicates and exact ties, NaN and infinite coordinates, K > N, both tags, and the
- * 1D, split and ranges kernels. Needs g++.
+ * 1D, split and ranges kernels; and the 16-byte tile copies those wide rows use. Needs g++.
  */
 import { expect } from 'chai';
 import { buildRangesLookup } from '../lib/backend/cuda/launch';
@@ -146,6 +146,43 @@ describe('CUDA kernels: screened k-nearest-neighbour search (emulated)', functio
   it('exact ties and near-duplicates keep the first index', async () => {
     await same('ArgKMin_Reduction(SqDist(x,y),7,0)', 36, duplicates, 6);
     await same('KMin_ArgKMin_Reduction(SqDist(x,y),3,1)', 32, duplicates, 7);
+  });
+
+  it('stages j rows by 16-byte chunks when aligned, value by value when not (float32 and float64)', async () => {
+    // x of width 3 first: y starts 29 * 3 values into the emulator's argument buffer (not 16-byte aligned).
+    for (const [xDim, yDim] of [
+      [4, 8],
+      [3, 8],
+      [3, 4],
+    ]) {
+      for (const dtype of ['float32', 'float64'] as const) {
+        const parsed = parseReductionWithVariables('Sum_Reduction(Sum(x)*Exp(-Sum(y)),0)', [
+          `x = Vi(0,${xDim})`,
+          `y = Vj(1,${yDim})`,
+        ]);
+        const positions: ArgPosition[] = parsed.variables.map((v) => ({ dim: v.dim, cat: v.cat }));
+        const kernels = generateCudaKernels(parsed.reduction, { dtype, sumScheme: 'block_sum', positions });
+        expect(kernels.body).to.include('keops_chunk*');
+        const data = positions.map((p, pos) => randArray(rng(60 + pos), (p.cat === 0 ? M : N) * p.dim));
+        const args = data.map((a) => (dtype === 'float32' ? Float32Array.from(a) : a));
+        const expected = referenceReduction(
+          parsed.reduction,
+          positions.map((p, pos) => ({ data: Float64Array.from(args[pos]), cat: p.cat, dim: p.dim })),
+          {},
+        );
+        const got = await emulator.run(await emulator.compile(kernels), kernels, {
+          scheme: '1d',
+          nx: M,
+          ny: N,
+          blockSize: BLOCK,
+          args,
+        });
+        const tol = dtype === 'float32' ? 1e-5 : 1e-12;
+        got.val.forEach((v, i) =>
+          expect(Math.abs(v - expected.val[i])).to.be.at.most(tol * Math.abs(expected.val[i]) + tol),
+        );
+      }
+    }
   });
 
   it('NaN, infinite and overflowing coordinates; K > N leaves the neutral ranks', async () => {

@@ -184,9 +184,25 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
         a.dim === 1
           ? `e * ${dimInner} + ${offset}`
           : `(e / ${a.dim}) * ${dimInner} + ${offset} + e % ${a.dim}`;
+      const scalarCopy = `for (int e = threadIdx.x; e < len * ${a.dim}; e += blockDim.x) tile[${place}] = src[e];`;
+      // 16-byte copies when the variable's rows and its place in the records are made of whole 16-byte chunks
+      // (and the rows start on a 16-byte boundary: checked at run time, views into arrays may not).
+      const lanes = 16 / BYTES[opts.dtype];
+      if (a.dim % lanes !== 0 || dimInner % lanes !== 0 || offset % lanes !== 0) {
+        return `${INDENT}{ const keops_t* src = ${argPointer(a)} + j0 * ${a.dim};\n${INDENT}  ${scalarCopy} }`;
+      }
+      const chunks = a.dim / lanes;
+      const vectorPlace =
+        chunks === 1
+          ? `e * ${dimInner} + ${offset}`
+          : `(e / ${chunks}) * ${dimInner} + ${offset} + (e % ${chunks}) * ${lanes}`;
       return (
         `${INDENT}{ const keops_t* src = ${argPointer(a)} + j0 * ${a.dim};\n` +
-        `${INDENT}  for (int e = threadIdx.x; e < len * ${a.dim}; e += blockDim.x) tile[${place}] = src[e]; }`
+        `${INDENT}  if ((reinterpret_cast<unsigned long long>(src) & 15) == 0) {\n` +
+        `${INDENT}    const keops_chunk* chunk = reinterpret_cast<const keops_chunk*>(src);\n` +
+        `${INDENT}    for (int e = threadIdx.x; e < len * ${chunks}; e += blockDim.x)\n` +
+        `${INDENT}      *reinterpret_cast<keops_chunk*>(tile + ${vectorPlace}) = chunk[e];\n` +
+        `${INDENT}  } else {\n${INDENT}    ${scalarCopy}\n${INDENT}  } }`
       );
     })
     .join('\n');
