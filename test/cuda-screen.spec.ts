@@ -14,8 +14,10 @@ import { cudaSqDistScreen, MIN_SCREEN_DIM } from '../lib/codegen/cuda-screen';
 import type { ArgPosition } from '../lib/codegen/formula';
 import { parseReductionWithVariables } from '../lib/formula/index';
 import { type Ranges, referenceReduction } from '../lib/reference';
+import { Genred } from '../lib/genred';
 import { useCudaEmulator, type EmulatedLaunch } from './cuda-emulator';
-import { randArray, rng } from './util';
+import { useCudaTarget, useFakeCudaDevices } from './cuda-target';
+import { randArray, rng, useTestKernelCache } from './util';
 
 const M = 29;
 const N = 45;
@@ -188,5 +190,27 @@ describe('CUDA kernels: screened k-nearest-neighbour search (emulated)', functio
   it('NaN, infinite and overflowing coordinates; K > N leaves the neutral ranks', async () => {
     await same('KMin_ArgKMin_Reduction(SqDist(x,y),5,0)', 32, specials, 8);
     await same('KMin_ArgKMin_Reduction(SqDist(x,y),50,0)', 32, uniform, 9);
+  });
+});
+
+describe('screened k-NN through Genred on the CUDA backend (emulated device)', function () {
+  this.timeout(300_000);
+  useTestKernelCache();
+  useFakeCudaDevices(1);
+  const target = useCudaTarget();
+
+  it('ArgKMin K=6 over SqDist at D=40, float32: the indices of the CPU backend', async function () {
+    target.require(this);
+    const [m, n, d] = [37, 301, 40];
+    const x = Float32Array.from(randArray(rng(70), m * d));
+    const y = Float32Array.from(randArray(rng(71), n * d));
+    const aliases = [`x = Vi(${d})`, `y = Vj(${d})`];
+    const options = { axis: 1 as const, reduction: 'ArgKMin' as const, k: 6 };
+    const cuda = new Genred('SqDist(x,y)', aliases, { ...options, backend: 'cuda' });
+    const cpu = new Genred('SqDist(x,y)', aliases, { ...options, backend: 'cpu' });
+    const got = (await cuda.call([x, y])) as Int32Array;
+    const want = (await cpu.call([x, y])) as Int32Array;
+    expect(got.length).to.equal(m * 6);
+    expect([...got]).to.deep.equal([...want]);
   });
 });
