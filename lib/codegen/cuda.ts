@@ -9,7 +9,9 @@
  * hooks are those of the CPU kernel (lib/codegen/formula.ts, reduction-hooks.ts; the per-pair fold is the `fold_hot`
  * hook where the reduction has one, and KMin tests groups of pairs with `can_skip`): the formula is
  * instantiated with INNER_STRIDE = 1 (inner rows are packed records in shared memory); its prologue (the
- * sub-formulas that read no inner variable) runs once per thread, into a per-thread `hoisted` array.
+ * sub-formulas that read no inner variable) runs once per thread, into a per-thread `hoisted` array. Two
+ * CUDA-only rewrites: float32 exponents whose log2(e) scale a per-row factor absorbs become base-2 (cuda-exp2.ts),
+ * and float32 k-NN searches over a wide SqDist screen pairs by the expanded form (cuda-screen.ts).
  *
  * Several reductions can share one translation unit (one NVRTC call for many kernels): give each a distinct
  * `symbolPrefix`, put `cudaPrelude()` once in front and concatenate their `body`s.
