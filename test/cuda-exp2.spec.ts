@@ -6,6 +6,7 @@
 import { expect } from 'chai';
 import { generateCudaKernels } from '../lib/codegen/cuda';
 import { foldExpScale } from '../lib/codegen/cuda-exp2';
+import { builder } from '../lib/formula/builder';
 import type { ArgPosition } from '../lib/codegen/formula';
 import { parseReductionWithVariables } from '../lib/formula/index';
 import { referenceReduction } from '../lib/reference';
@@ -58,6 +59,15 @@ describe('CUDA base-2 exponentials (log2 e folded into a per-row factor)', funct
     expect(generateCudaKernels(c.reduction, { ...opts, dtype: 'float64' }).body).not.to.include(
       'keops_exp2(',
     );
+  });
+
+  it('visits shared sub-formulas once (a deep DAG whose tree has 2^60 nodes: visited as a tree, it would not end)', () => {
+    const c = parse('Sum_Reduction(Exp(-g*SqDist(x,y))*b,0)');
+    const g = builder.variable(3, 1, 2);
+    let u = c.reduction.fout.children[1].children[0];
+    for (let k = 0; k < 60; k++) u = builder.add(u, builder.div(u, g));
+    const folded = foldExpScale(builder.call('Exp', [u]), c.positions, 0);
+    expect(folded.op.name).to.equal('KeOpsCudaExp2');
   });
 
   for (const [text, g] of [

@@ -76,7 +76,16 @@ export function foldExpScale(root: Node, positions: readonly ArgPosition[], tag:
     return false;
   };
   /** n · (sign · log2 e) with the scale absorbed by a factor that reads no inner variable, or undefined. */
+  // Memoised by (node, sign): shared sub-formulas are visited once (a DAG can be exponentially larger as a tree).
+  const memo = new Map<string, Node | undefined>();
   const scaled = (n: Node, sign: 1 | -1): Node | undefined => {
+    const key = `${n.id}:${sign}`;
+    if (memo.has(key)) return memo.get(key);
+    const result = scaledUncached(n, sign);
+    memo.set(key, result);
+    return result;
+  };
+  const scaledUncached = (n: Node, sign: 1 | -1): Node | undefined => {
     if (!readsInner(n)) return node(op('Mult'), [n, node(LOG2E[sign], [])]);
     const [a, b] = n.children;
     switch (n.op.name) {
