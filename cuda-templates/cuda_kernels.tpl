@@ -56,7 +56,7 @@ constexpr int kRows = {{ROWS_PER_THREAD}};
 constexpr int kSkipGroup = {{SKIP_GROUP}};
 // Pairs per step of the j loop (1 for wide records, whose pair is already a long unrolled body).
 constexpr int kUnroll = {{UNROLL}};
-// KMin family over SqDist(x, y) alone, float32, wide rows (lib/codegen/cuda-screen.ts): pairs are screened by
+// KMin or Min family over SqDist(x, y) alone, float32, wide rows (lib/codegen/cuda-screen.ts): pairs are screened by
 // the expanded form |x|^2 + |y|^2 - 2<x, y> (one FMA per component instead of a subtraction and an FMA) with a
 // proven bound on its error against the exact value; only pairs the bound cannot exclude are evaluated exactly
 // (the formula, in the difference form) and folded. |y|^2 of each staged record follows the tile in shared

@@ -58,7 +58,7 @@ describe('CUDA kernels: screened k-nearest-neighbour search (emulated)', functio
   this.timeout(600_000);
   const emulator = useCudaEmulator();
 
-  it('applies to float32 KMin-family SqDist(x,y) of dimension >= 32, and only there', () => {
+  it('applies to float32 KMin- and Min-family SqDist(x,y) of dimension >= 32, and only there', () => {
     const at = (text: string, dim: number): boolean => {
       const c = parse(text, dim);
       return cudaSqDistScreen(c.reduction, c.positions) !== undefined;
@@ -67,7 +67,9 @@ describe('CUDA kernels: screened k-nearest-neighbour search (emulated)', functio
     expect(at('KMin_ArgKMin_Reduction(SqDist(y,x),3,1)', 128)).to.equal(true);
     expect(at('ArgKMin_Reduction(SqDist(x,y),10,0)', MIN_SCREEN_DIM - 1)).to.equal(false);
     expect(at('ArgKMin_Reduction(SqDist(x,y)+1,10,0)', 64)).to.equal(false);
-    expect(at('ArgMin_Reduction(SqDist(x,y),0)', 64)).to.equal(false);
+    expect(at('ArgMin_Reduction(SqDist(x,y),0)', 64)).to.equal(true);
+    expect(at('Max_ArgMax_Reduction(SqDist(x,y),0)', 64)).to.equal(false);
+    expect(at('Sum_Reduction(SqDist(x,y),0)', 64)).to.equal(false);
     const c = parse('ArgKMin_Reduction(SqDist(x,y),10,0)', 64);
     const opts = { sumScheme: 'direct_sum' as const, positions: c.positions };
     const f32 = generateCudaKernels(c.reduction, { ...opts, dtype: 'float32' });
@@ -138,6 +140,13 @@ describe('CUDA kernels: screened k-nearest-neighbour search (emulated)', functio
     await same('ArgKMin_Reduction(SqDist(x,y),10,0)', 48, uniform, 1);
     await same('KMin_Reduction(SqDist(x,y),5,0)', 32, uniform, 2);
     await same('KMin_ArgKMin_Reduction(SqDist(y,x),1,0)', 32, uniform, 3);
+  });
+
+  it('the Min family (K = 1 by another fold): ArgMin, Min, Min_ArgMin', async () => {
+    await same('ArgMin_Reduction(SqDist(x,y),0)', 32, uniform, 10);
+    await same('Min_Reduction(SqDist(x,y),1)', 40, uniform, 11);
+    await same('Min_ArgMin_Reduction(SqDist(x,y),0)', 36, duplicates, 12);
+    await same('Min_ArgMin_Reduction(SqDist(x,y),0)', 32, specials, 13);
   });
 
   it('a common offset of 2^20 (no pruning possible), both tags', async () => {

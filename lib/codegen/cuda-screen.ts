@@ -3,7 +3,7 @@
  *
  *   cudaSqDistScreen(red, positions) -> CudaSqDistScreen | undefined
  *
- * For a KMin / ArgKMin / KMin_ArgKMin reduction whose formula is SqDist(x, y) alone (x an output-row variable,
+ * For a KMin / ArgKMin / KMin_ArgKMin (or Min / ArgMin / Min_ArgMin) reduction whose formula is SqDist(x, y) alone (x an output-row variable,
  * y a reduced one, D >= MIN_SCREEN_DIM; the pattern the CPU's blocked filter recognises), the kernels compute
  * A = fl(fl(|x|² + |y|²) − 2⟨x,y⟩) with one FMA per component (|x|² once per row, |y|² once per staged record)
  * and skip every pair for which
@@ -29,13 +29,18 @@ import type { ArgPosition } from './formula';
 
 /** Below this, the exact per-pair code is short and the screening's test would weigh more than it saves. */
 export const MIN_SCREEN_DIM = 32;
+/**
+ * Reductions whose fold keeps a value only when it is strictly below a threshold that never increases (NaN never
+ * enters): the k-th smallest value for the KMin family, the minimum (K = 1) for the Min family.
+ */
 const KMIN_FAMILY = new Set(['KMin_Reduction', 'ArgKMin_Reduction', 'KMin_ArgKMin_Reduction']);
+const MIN_FAMILY = new Set(['Min_Reduction', 'ArgMin_Reduction', 'Min_ArgMin_Reduction']);
 
 export interface CudaSqDistScreen {
   readonly outerPos: number;
   readonly innerPos: number;
   readonly dim: number;
-  /** The threshold's slot in the accumulator values (val[K − 1]). */
+  /** The threshold's slot in the accumulator values (val[K − 1]; val[0] for the Min family). */
   readonly slot: number;
   readonly alpha: number;
   readonly beta: number;
@@ -47,9 +52,10 @@ export function cudaSqDistScreen(
   red: Reduction,
   positions: readonly ArgPosition[],
 ): CudaSqDistScreen | undefined {
-  if (!KMIN_FAMILY.has(red.def.name) || red.k === undefined) return undefined;
+  const k = KMIN_FAMILY.has(red.def.name) ? red.k : MIN_FAMILY.has(red.def.name) ? 1 : undefined;
+  if (k === undefined) return undefined;
   const plan = planBlockedEvaluation(red.fout, positions, red.tag);
-  const filter = plan === undefined ? undefined : sqDistFilter(plan, red.k);
+  const filter = plan === undefined ? undefined : sqDistFilter(plan, k);
   if (filter === undefined || filter.dim < MIN_SCREEN_DIM) return undefined;
   const D = filter.dim;
   const u = 2 ** -24;
