@@ -80,10 +80,21 @@ describe('CUDA kernels: screened k-nearest-neighbour search (emulated)', functio
     expect(f64.sharedBytesPerThread).to.equal(64 * 8);
   });
 
-  async function same(text: string, dim: number, data: Data, seed: number): Promise<void> {
+  async function same(
+    text: string,
+    dim: number,
+    data: Data,
+    seed: number,
+    rowsPerThread?: number,
+  ): Promise<void> {
     const c = parse(text, dim);
     const tag = c.reduction.tag;
-    const base = { dtype: 'float32' as const, sumScheme: 'direct_sum' as const, positions: c.positions };
+    const base = {
+      dtype: 'float32' as const,
+      sumScheme: 'direct_sum' as const,
+      positions: c.positions,
+      rowsPerThread,
+    };
     const screened = generateCudaKernels(c.reduction, base);
     const exact = generateCudaKernels(c.reduction, { ...base, screen: false });
     expect(screened.body).to.include('kScreen = true');
@@ -140,6 +151,7 @@ describe('CUDA kernels: screened k-nearest-neighbour search (emulated)', functio
     await same('ArgKMin_Reduction(SqDist(x,y),10,0)', 48, uniform, 1);
     await same('KMin_Reduction(SqDist(x,y),5,0)', 32, uniform, 2);
     await same('KMin_ArgKMin_Reduction(SqDist(y,x),1,0)', 32, uniform, 3);
+    await same('ArgKMin_Reduction(SqDist(x,y),3,0)', 32, uniform, 14, 2); // two rows per thread
   });
 
   it('the Min family (K = 1 by another fold): ArgMin, Min, Min_ArgMin', async () => {
