@@ -365,8 +365,9 @@ export function innerLoopCount(
     [...body].some((k) => blocks[k].instructions.some((i) => sharedRange(i) !== undefined));
   // A loop whose hot path enters a nested loop reading shared memory (the tile loop around the j loop) is not
   // the inner loop; one that only has a cold nested loop (the screened KMin loop's exact evaluations) is.
-  const paths = all
-    .filter((l) => loadsShared(l.body))
+  const reading = all.filter((l) => loadsShared(l.body));
+  if (reading.length === 0) throw new Error(`no inner loop reading shared memory in ${entry}`);
+  const paths = reading
     .map((l) => ({ l, path: hotPath(blocks, l) }))
     .filter(
       ({ l, path }) =>
