@@ -12,8 +12,9 @@
  * --write appends the table to bench/RESULTS.md; --keep DIR leaves the .cu, .ptx and ptxas logs there.
  *
  * How the instructions per pair are counted (PTX, since no disassembler for sm_90 SASS is available here): the
- * PTX of `<prefix>_1d` is cut into basic blocks; the loop counted is the one that loads from shared memory and has
- * no inner loop that does (the unrolled j loop, not its remainder: the one loading the most bytes per trip); its
+ * PTX of `<prefix>_1d` is cut into basic blocks; the loop counted is the one that loads from shared memory and whose
+ * hot path enters no inner loop that does (the unrolled j loop, not its remainder: the one loading the most bytes
+ * per trip; the screened KMin loop, whose exact evaluations form a cold inner loop); its
  * hot path is the shortest path, in instructions, from its header back to it (the KMin guard that rejects, the
  * LogSumExp term below the running maximum, exp without its range fix-up). Pairs per trip = shared bytes loaded on
  * that path / bytes of one j record × output rows per thread. PTX is not SASS: ptxas folds some address
@@ -65,6 +66,13 @@ const CASES: readonly Case[] = [
     label: 'Gaussian sum f32, D=3',
     text: 'Sum_Reduction(Exp(-SqDist(x,y))*b,0)',
     aliases: GAUSS,
+    dtype: 'float32',
+  },
+  {
+    id: 'gauss-scaled-f32',
+    label: 'Gaussian sum f32, D=3, scale g',
+    text: 'Sum_Reduction(Exp(-g*SqDist(x,y))*b,0)',
+    aliases: [...GAUSS, 'g = Pm(3,1)'],
     dtype: 'float32',
   },
   {
@@ -290,6 +298,11 @@ function loops(blocks: readonly Block[]): { header: number; body: Set<number> }[
 interface HotPath {
   readonly instructions: number;
   readonly sharedBytes: number;
+  /** The blocks on the path. */
+  readonly blocks: ReadonlySet<number>;
+  /** MUFU (ex2, lg2, rcp, rsqrt, sqrt, sin, cos approximations) and FP64 arithmetic instructions on the path. */
+  readonly mufu: number;
+  readonly fp64: number;
 }
 
 /** Shortest path (instructions) from the header back to it inside the loop (Dijkstra, small graphs). */
@@ -320,15 +333,24 @@ function hotPath(blocks: readonly Block[], loop: { header: number; body: Set<num
   }
   if (best === undefined) throw new Error('the loop has no path back to its header');
   const path: string[] = [];
-  for (let k: number | undefined = best.last; k !== undefined; k = previous.get(k))
+  const onPath = new Set<number>();
+  for (let k: number | undefined = best.last; k !== undefined; k = previous.get(k)) {
     path.push(...blocks[k].instructions);
-  return { instructions: best.d, sharedBytes: sharedBytesRead(path) };
+    onPath.add(k);
+  }
+  const mufu = path.filter((i) => /^(@!?%\w+\s+)?(ex2|lg2|rcp|rsqrt|sqrt|sin|cos)\.approx/.test(i)).length;
+  const fp64 = path.filter((i) =>
+    /^(@!?%\w+\s+)?(add|sub|mul|fma|neg|abs|min|max)(\.\w+)*\.f64\s/.test(i),
+  ).length;
+  return { instructions: best.d, sharedBytes: sharedBytesRead(path), blocks: onPath, mufu, fp64 };
 }
 
 export interface LoopCount {
   readonly instructionsPerTrip: number;
   readonly pairsPerTrip: number;
   readonly perPair: number;
+  readonly mufuPerPair: number;
+  readonly fp64PerPair: number;
 }
 
 export function innerLoopCount(
@@ -341,23 +363,35 @@ export function innerLoopCount(
   const all = loops(blocks);
   const loadsShared = (body: Set<number>): boolean =>
     [...body].some((k) => blocks[k].instructions.some((i) => sharedRange(i) !== undefined));
-  const candidates = all.filter(
-    (l) =>
-      loadsShared(l.body) &&
-      !all.some(
-        (o) =>
-          o !== l &&
-          o.body.size < l.body.size &&
-          [...o.body].every((k) => l.body.has(k)) &&
-          loadsShared(o.body),
-      ),
-  );
-  if (candidates.length === 0) throw new Error(`no inner loop reading shared memory in ${entry}`);
-  const paths = candidates.map((l) => hotPath(blocks, l)).filter((p) => p.sharedBytes > 0);
+  // A loop whose hot path enters a nested loop reading shared memory (the tile loop around the j loop) is not
+  // the inner loop; one that only has a cold nested loop (the screened KMin loop's exact evaluations) is.
+  const reading = all.filter((l) => loadsShared(l.body));
+  if (reading.length === 0) throw new Error(`no inner loop reading shared memory in ${entry}`);
+  const paths = reading
+    .map((l) => ({ l, path: hotPath(blocks, l) }))
+    .filter(
+      ({ l, path }) =>
+        !all.some(
+          (o) =>
+            o !== l &&
+            o.body.size < l.body.size &&
+            [...o.body].every((k) => l.body.has(k)) &&
+            loadsShared(o.body) &&
+            path.blocks.has(o.header),
+        ),
+    )
+    .map(({ path }) => path)
+    .filter((p) => p.sharedBytes > 0);
   if (paths.length === 0) throw new Error(`no hot path reading shared memory in ${entry}`);
   const path = paths.reduce((a, b) => (b.sharedBytes > a.sharedBytes ? b : a));
   const pairs = (path.sharedBytes / recordBytes) * rowsPerThread;
-  return { instructionsPerTrip: path.instructions, pairsPerTrip: pairs, perPair: path.instructions / pairs };
+  return {
+    instructionsPerTrip: path.instructions,
+    pairsPerTrip: pairs,
+    perPair: path.instructions / pairs,
+    mufuPerPair: path.mufu / pairs,
+    fp64PerPair: path.fp64 / pairs,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -401,10 +435,29 @@ function analyse(c: Case, dir: string): Row {
   };
 }
 
+/** Clock and size of the issue-bound model (the static analysis' model.py): H100 SXM, 1.75 GHz. */
+const CLOCK_HZ = 1.75e9;
+const MODEL_PAIRS = 1e12;
+
+/**
+ * Seconds for 1e6 × 1e6 pairs if the inner loop ran at the bound of its SM sub-partitions: per warp of 32 pairs,
+ * max(instructions issued, 8 cycles per MUFU op, 2 per FP64 op), 4 sub-partitions × 132 SMs. Occupancy, latency
+ * and tile overhead are not modelled (the static analysis found 70-90% of this reached in practice).
+ */
+function ceilingSeconds(loop: LoopCount): { seconds: number; bound: string } {
+  const bounds: [string, number][] = [
+    ['issue', loop.perPair],
+    ['MUFU', 8 * loop.mufuPerPair],
+    ['FP64', 2 * loop.fp64PerPair],
+  ];
+  const [bound, cycles] = bounds.reduce((a, b) => (b[1] > a[1] ? b : a));
+  return { seconds: (MODEL_PAIRS * cycles) / (32 * 4 * H100.multiprocessors * CLOCK_HZ), bound };
+}
+
 function table(rows: readonly Row[]): string {
   const head =
-    '| case | regs / stack / spill (1d) | block, smem | occupancy (H100) | rows/thread | PTX instr per pair (per trip / pairs) | split, merge, ranges: regs/stack |\n' +
-    '| --- | --- | --- | --- | --- | --- | --- |\n';
+    '| case | regs / stack / spill (1d) | block, smem | occupancy (H100) | rows/thread | PTX instr per pair (per trip / pairs) | 1e6×1e6 ceiling | split, merge, ranges: regs/stack |\n' +
+    '| --- | --- | --- | --- | --- | --- | --- | --- |\n';
   return (
     head +
     rows
@@ -413,7 +466,8 @@ function table(rows: readonly Row[]): string {
           `| ${r.c.label} | ${r.oneD.registers} / ${r.oneD.stack} B / ${r.oneD.spillStores + r.oneD.spillLoads} B ` +
           `| ${r.occ.blockSize}, ${r.occ.sharedBytes} B | ${r.occ.blocksPerSm} blk, ${r.occ.warpsPerSm} warps ` +
           `(${Math.round((100 * r.occ.warpsPerSm) / H100.maxWarpsPerSm)}%, ${r.occ.limiter}) | ${r.rowsPerThread} ` +
-          `| **${r.loop.perPair.toFixed(2)}** (${r.loop.instructionsPerTrip} / ${r.loop.pairsPerTrip}) | ${r.others} |`,
+          `| **${r.loop.perPair.toFixed(2)}** (${r.loop.instructionsPerTrip} / ${+r.loop.pairsPerTrip.toFixed(2)}) ` +
+          `| ${ceilingSeconds(r.loop).seconds.toFixed(2)} s (${ceilingSeconds(r.loop).bound}) | ${r.others} |`,
       )
       .join('\n') +
     '\n'
@@ -438,7 +492,8 @@ function main(): void {
       `No GPU: nvcc (${version}) -cubin -arch=sm_90 -O3 --std=c++17 (-use_fast_math for float32, as the runtime's ` +
       `NVRTC flags), ptxas -v; occupancy for an H100 (132 SMs, 64 warps and 64K registers per SM) with the block ` +
       `size the runtime chooses; instructions per pair counted in PTX on the hot path of the 1D kernel's inner ` +
-      `loop (\`bench/cuda-static.ts\` explains how). Generated by \`npm run bench:cuda-static\`.\n\n` +
+      `loop (\`bench/cuda-static.ts\` explains how); the ceiling is the issue / MUFU / FP64 bound of that loop for ` +
+      `1e6 × 1e6 pairs at 1.75 GHz (occupancy not modelled). Generated by \`npm run bench:cuda-static\`.\n\n` +
       table(rows);
     process.stdout.write(text);
     if (argv.includes('--write')) appendFileSync(join(ROOT, 'bench', 'RESULTS.md'), text);

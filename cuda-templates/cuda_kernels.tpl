@@ -17,7 +17,8 @@
 // Batch: blockIdx.z + batch_begin is the batch entry; when `batch_offsets` is not null, entry b adds
 // batch_offsets[b * (kArgSlots + 2) + k] elements to argument k, then to out_val and out_idx (host-built from the
 // broadcast batch shapes). Partials of the split kernels are batch-major and need no offsets.
-// Dynamic shared memory: blockDim.x * kDimInner * sizeof(keops_t) bytes (CudaKernels.sharedBytesPerThread each).
+// Dynamic shared memory: blockDim.x * kDimInner * sizeof(keops_t) bytes, plus blockDim.x * sizeof(keops_acc_t)
+// for the screening's |y|^2 (CudaKernels.sharedBytesPerThread each).
 // Sum schemes: direct_sum folds every j into the row accumulator; block_sum folds each tile into a fresh
 // accumulator merged into the row's one; kahan_scheme folds with compensation, settled before merging/output.
 
@@ -55,6 +56,27 @@ constexpr int kRows = {{ROWS_PER_THREAD}};
 constexpr int kSkipGroup = {{SKIP_GROUP}};
 // Pairs per step of the j loop (1 for wide records, whose pair is already a long unrolled body).
 constexpr int kUnroll = {{UNROLL}};
+// KMin or Min family over SqDist(x, y) alone, float32, wide rows (lib/codegen/cuda-screen.ts): pairs are screened by
+// the expanded form |x|^2 + |y|^2 - 2<x, y> (one FMA per component instead of a subtraction and an FMA) with a
+// proven bound on its error against the exact value; only pairs the bound cannot exclude are evaluated exactly
+// (the formula, in the difference form) and folded. |y|^2 of each staged record follows the tile in shared
+// memory. kScreenDim = 0: no screening.
+constexpr bool kScreen = {{SCREEN}};
+constexpr int kScreenDim = {{SCREEN_DIM}};
+constexpr int kScreenOuter = {{SCREEN_OUTER}};  // offset of x in the packed outer values
+constexpr int kScreenInner = {{SCREEN_INNER}};  // offset of y in a record
+constexpr int kScreenSlot = {{SCREEN_SLOT}};    // the k-th smallest value in the accumulator: the threshold
+constexpr int kScreenGroup = 4;                 // records per step: independent dot products per thread
+// Skip a pair when A = |x|^2 + |y|^2 - 2<x,y> >= 0 and A * alpha >= threshold * tau + (|x|^2 + |y|^2) * beta + eta.
+__device__ __forceinline__ keops_acc_t keops_screen_alpha() { return {{SCREEN_ALPHA}}; }
+__device__ __forceinline__ keops_acc_t keops_screen_beta() { return {{SCREEN_BETA}}; }
+__device__ __forceinline__ keops_acc_t keops_screen_tau() { return {{SCREEN_TAU}}; }
+__device__ __forceinline__ keops_acc_t keops_screen_eta() { return {{SCREEN_ETA}}; }
+
+// 16 bytes of values, for vector copies into the tile.
+struct __align__(16) keops_chunk {
+  keops_t v[16 / sizeof(keops_t)];
+};
 
 // Argument pointers, passed by value (kernel parameter space): no device-side pointer table to upload.
 struct Args {
@@ -109,7 +131,8 @@ __device__ __forceinline__ void keops_load_outer(const Args& args, long i, keops
 
 // Stages inner rows [j0, j0 + len) into the tile, one packed record of kDimInner values per row. The rows of a
 // variable are contiguous in global memory: the block copies them as one flat array, consecutive threads reading
-// consecutive values (coalesced, whatever the variable's width), each value to its place in its record.
+// consecutive values (coalesced, whatever the variable's width), each value to its place in its record; by 16-byte
+// chunks where the widths allow and the rows are aligned.
 __device__ __forceinline__ void keops_load_tile(const Args& args, long j0, int len, keops_t* tile) {
 {{LOAD_TILE}}
 }
@@ -133,8 +156,16 @@ struct Row {
   keops_t outer[kOuterSlots];
   keops_t hoisted[kHoistedSlots];
   Accumulator acc;
+  keops_acc_t norm;  // |x|^2 for the screening
   bool active;
 };
+
+// Sum of squares of n values, in order (the float32 rounding the screening bound accounts for).
+__device__ __forceinline__ keops_acc_t keops_square_norm(const keops_t* v, int n) {
+  keops_acc_t s = 0;
+  for (int k = 0; k < n; k++) s += (keops_acc_t)v[k] * (keops_acc_t)v[k];
+  return s;
+}
 
 // Row i of a thread: its variables and per-row values when i is an output row (active), zeros otherwise (an
 // inactive row is still evaluated with its neighbours, on defined values, and never written).
@@ -146,6 +177,60 @@ __device__ __forceinline__ void keops_start_row(const Args& args, bool active, l
   if (active) {
     keops_load_outer(args, i, row.outer);
     keops_prologue(args, row.outer, row.hoisted);
+  }
+  row.norm = kScreen ? keops_square_norm(row.outer + kScreenOuter, kScreenDim) : 0;
+}
+
+// The screened tile fold: kScreenGroup records at a time, their dot products with each row's x accumulated
+// together (independent FMA chains, x in registers, each record value read once per row); a pair goes through
+// the formula and the fold only when the bound cannot show that it stays out of the k smallest. A skipped pair
+// would not have been inserted (its exact value is >= the threshold, and thresholds only decrease), so results
+// are those of keops_fold_tile. Pairs left over (len % kScreenGroup) take the exact path.
+__device__ __forceinline__ void keops_fold_tile_screened(const Args& args, const Row (&rows)[kRows],
+                                                         Accumulator (&acc)[kRows], const keops_t* tile,
+                                                         const keops_acc_t* norms, int len, long j0) {
+  int t = 0;
+  for (; t + kScreenGroup <= len; t += kScreenGroup) {
+#pragma unroll
+    for (int r = 0; r < kRows; r++) {
+      keops_acc_t dot[kScreenGroup];
+#pragma unroll
+      for (int u = 0; u < kScreenGroup; u++) dot[u] = 0;
+#pragma unroll
+      for (int k = 0; k < kScreenDim; k++) {
+        const keops_acc_t xk = rows[r].outer[kScreenOuter + k];
+#pragma unroll
+        for (int u = 0; u < kScreenGroup; u++) dot[u] += xk * tile[(t + u) * kDimInner + kScreenInner + k];
+      }
+      const keops_acc_t bar = acc[r].val[kScreenSlot] * keops_screen_tau();
+      unsigned keep = 0;  // bit u: record t + u needs the exact value
+#pragma unroll
+      for (int u = 0; u < kScreenGroup; u++) {
+        const keops_acc_t n = rows[r].norm + norms[t + u];
+        const keops_acc_t a = n - 2 * dot[u];
+        const keops_acc_t lhs = a * keops_screen_alpha();
+        // NaN fails every comparison: kept. An infinite lhs (overflow) is kept too.
+        const bool skip = a >= 0 && lhs >= bar + (n * keops_screen_beta() + keops_screen_eta()) &&
+                          lhs < keops_inf<keops_acc_t>();
+        keep |= (skip ? 0u : 1u) << u;
+      }
+      // One copy of the exact evaluation (a loop, not unrolled), in j order.
+#pragma unroll 1
+      for (int u = 0; keep != 0; u++, keep >>= 1) {
+        if ((keep & 1u) == 0) continue;
+        keops_t fout[kDimFout];
+        keops_eval(args, rows[r].outer, rows[r].hoisted, tile + (t + u) * kDimInner, fout);
+        keops_fold_one(acc[r], fout, j0 + t + u);
+      }
+    }
+  }
+  for (; t < len; t++) {
+#pragma unroll
+    for (int r = 0; r < kRows; r++) {
+      keops_t fout[kDimFout];
+      keops_eval(args, rows[r].outer, rows[r].hoisted, tile + t * kDimInner, fout);
+      keops_fold_one(acc[r], fout, j0 + t);
+    }
   }
 }
 
@@ -199,6 +284,13 @@ __device__ __forceinline__ void keops_sweep(const Args& args, Row (&rows)[kRows]
     const int len = (int)(j_end - tile_start < (long)blockDim.x ? j_end - tile_start : (long)blockDim.x);
     keops_load_tile(args, tile_start, len, tile);
     __syncthreads();
+    keops_acc_t* const norms = reinterpret_cast<keops_acc_t*>(tile + blockDim.x * kDimInner);
+    if (kScreen) {
+      for (int t = threadIdx.x; t < len; t += blockDim.x) {
+        norms[t] = keops_square_norm(tile + t * kDimInner + kScreenInner, kScreenDim);
+      }
+      __syncthreads();
+    }
     if (any_active) {
       Accumulator acc[kRows];
 #pragma unroll
@@ -209,7 +301,11 @@ __device__ __forceinline__ void keops_sweep(const Args& args, Row (&rows)[kRows]
           acc[r] = rows[r].acc;
         }
       }
-      keops_fold_tile(args, rows, acc, tile, len, tile_start);
+      if (kScreen) {
+        keops_fold_tile_screened(args, rows, acc, tile, norms, len, tile_start);
+      } else {
+        keops_fold_tile(args, rows, acc, tile, len, tile_start);
+      }
 #pragma unroll
       for (int r = 0; r < kRows; r++) {
         if (kScheme == KEOPS_SCHEME_BLOCK) {

@@ -14,9 +14,63 @@
 #define KEOPS_LIBM(f) __builtin_##f
 #endif
 
+// exp(double) for the GPU: CUDA's algorithm (x = n ln2 + r, a degree-11 polynomial, 2^n added to the
+// exponent), with its coefficients in constant memory, which FP64 FMAs read as operands: CUDA's own exp
+// rebuilds each 64-bit constant in registers, several times per pair in an unrolled loop. |x| >= 708 (results
+// that are not normal numbers), inf and NaN go to the library exp. Portable (the CPU tests run it, see
+// test/device-math.spec.ts); the CPU kernels keep their vectorisable keops_exp below.
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define KEOPS_CONSTANT __constant__
+KEOPS_HD int keops_hi_word(double x) { return __double2hiint(x); }
+KEOPS_HD int keops_lo_word(double x) { return __double2loint(x); }
+KEOPS_HD double keops_from_words(int hi, int lo) { return __hiloint2double(hi, lo); }
+KEOPS_HD double keops_fma(double a, double b, double c) { return fma(a, b, c); }
+#else
+#define KEOPS_CONSTANT static const
+KEOPS_HD int keops_hi_word(double x) {
+  unsigned long long u;
+  __builtin_memcpy(&u, &x, sizeof u);
+  return (int)(unsigned int)(u >> 32);
+}
+KEOPS_HD int keops_lo_word(double x) {
+  unsigned long long u;
+  __builtin_memcpy(&u, &x, sizeof u);
+  return (int)(unsigned int)u;
+}
+KEOPS_HD double keops_from_words(int hi, int lo) {
+  const unsigned long long u = ((unsigned long long)(unsigned int)hi << 32) | (unsigned int)lo;
+  double x;
+  __builtin_memcpy(&x, &u, sizeof x);
+  return x;
+}
+KEOPS_HD double keops_fma(double a, double b, double c) { return __builtin_fma(a, b, c); }
+#endif
+// exp(r) - 1 - r over r^2 for |r| <= ln2/2, highest degree first (CUDA's exp polynomial).
+KEOPS_CONSTANT double keops_exp_coefficients[10] = {
+    2.502232253650299e-08,  2.763090348817311e-07, 2.755751454588244e-06, 2.4801491039099165e-05,
+    0.00019841269589115497, 0.001388888894591638,  0.008333333333455043,  0.041666666666519754,
+    0.16666666666666477,    0.5000000000000012};
+KEOPS_HD double keops_exp_device(double x) {
+  const double shift = 6755399441055744.0;  // 1.5 * 2^52: t's low word is round(x / ln2)
+  const double t = keops_fma(x, 1.4426950408889634, shift);
+  const double n = t - shift;
+  double r = keops_fma(n, -0.6931471805599453, x);  // ln 2 in two parts
+  r = keops_fma(n, -2.3190468138462996e-17, r);
+  double p = keops_exp_coefficients[0];
+  for (int k = 1; k < 10; k++) p = keops_fma(p, r, keops_exp_coefficients[k]);
+  p = keops_fma(p, r, 1.0);
+  p = keops_fma(p, r, 1.0);
+  // |x| < 708.39 (0x4086232B: its high word; inf and NaN have larger ones): 2^n p is a normal number.
+  if ((keops_hi_word(x) & 0x7fffffff) >= 0x4086232B) return KEOPS_LIBM(exp)(x);
+  return keops_from_words(keops_hi_word(p) + (keops_lo_word(t) << 20), keops_lo_word(p));
+}
+
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 KEOPS_HD float keops_exp(float x) { return expf(x); }
-KEOPS_HD double keops_exp(double x) { return exp(x); }
+KEOPS_HD double keops_exp(double x) { return keops_exp_device(x); }
+// 2^x (the exponent of Exp with its log2(e) scale folded into the formula, lib/codegen/cuda-exp2.ts).
+KEOPS_HD float keops_exp2(float x) { return exp2f(x); }
+KEOPS_HD double keops_exp2(double x) { return exp2(x); }
 #else
 // CPU: branch-free exp that GCC/Clang vectorise without -ffast-math (libm's expf is an opaque scalar call, and
 // libmvec is only used under -ffast-math, which would break inf/NaN semantics). x = n ln2 + r with |r| <= ln2/2,
@@ -69,6 +123,52 @@ KEOPS_HD double keops_exp(double x) {
   double r = xc - n * 6.93147180369123816490e-01;  // ln 2 in two parts (fdlibm): n * hi is exact without FMA
   r = r - n * 1.90821492927058770002e-10;
   double p = 1.0 / 6227020800.0;  // Taylor series of exp(r) - 1 to degree 13
+  p = p * r + 1.0 / 479001600.0;
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  const double poly = p * r;
+  const unsigned long long ni = keops_double_to_bits(z) - 0x4338000000000000ull;
+  const unsigned long long n1 = (unsigned long long)((long long)ni >> 1);
+  const unsigned long long n2 = ni - n1;
+  const double s1 = keops_bits_to_double((n1 << 52) + 0x3ff0000000000000ull);
+  const double s2 = keops_bits_to_double((n2 << 52) + 0x3ff0000000000000ull);
+  return (s1 + poly * s1) * s2;
+}
+// 2^x as keops_exp: x = n + f with |f| <= 1/2 (exact), 2^f = exp(f ln2) by the same polynomials.
+KEOPS_HD float keops_exp2(float x) {
+  const float xc = x < -150.0f ? -150.0f : (x > 129.0f ? 129.0f : x);
+  const float shift = 12582912.0f;
+  const float z = xc + shift;
+  const float n = z - shift;
+  const float r = (xc - n) * 0.6931472f;
+  const float r2 = r * r;
+  const float p = 0.041899767f + 0.00824739f * r;
+  const float q = (0.49999127f + 0.16668396f * r) + p * r2;
+  const float poly = 0.9999994f * r + q * r2;
+  const unsigned int ni = keops_float_to_bits(z) - 0x4b400000u;
+  const unsigned int n1 = (unsigned int)((int)ni >> 1);
+  const unsigned int n2 = ni - n1;
+  const float s1 = keops_bits_to_float((n1 << 23) + 0x3f800000u);
+  const float s2 = keops_bits_to_float((n2 << 23) + 0x3f800000u);
+  return (s1 + poly * s1) * s2;
+}
+KEOPS_HD double keops_exp2(double x) {
+  const double xc = x < -1100.0 ? -1100.0 : (x > 1100.0 ? 1100.0 : x);
+  const double shift = 6755399441055744.0;
+  const double z = xc + shift;
+  const double n = z - shift;
+  const double f = xc - n;
+  const double r = keops_fma(f, 6.93147180559945286227e-01, f * 2.3190468138462996e-17);
+  double p = 1.0 / 6227020800.0;
   p = p * r + 1.0 / 479001600.0;
   p = p * r + 1.0 / 39916800.0;
   p = p * r + 1.0 / 3628800.0;

@@ -38,7 +38,33 @@ describe('bench/cuda-static.ts PTX loop counter', () => {
     // Hot path: 3 loads, setp, bra, bra.uni, then add, setp, bra = 9 instructions; bytes [0, 24) = two
     // 12-byte records, 2 rows per thread: 4 pairs.
     const count = innerLoopCount(PTX, 'keops_1d', 12, 2);
-    expect(count).to.deep.equal({ instructionsPerTrip: 9, pairsPerTrip: 4, perPair: 2.25 });
+    expect(count).to.deep.equal({
+      instructionsPerTrip: 9,
+      pairsPerTrip: 4,
+      perPair: 2.25,
+      mufuPerPair: 0,
+      fp64PerPair: 0,
+    });
+  });
+
+  it('counts a loop whose nested loop is cold (screened KMin), and its MUFU and FP64 operations', () => {
+    // The exact evaluations of the pairs the screening keeps form a loop inside the j loop, off its hot path.
+    const screened = PTX.replace(
+      '$L__BB0_3:\n',
+      '$L__BB0_3:\n$L__BB0_4:\n\tld.shared.f32 \t%f8, [%r3];\n\tadd.s32 \t%r4, %r4, 1;\n' +
+        '\tsetp.ne.s32 \t%p3, %r4, 4;\n\t@%p3 bra \t$L__BB0_4;\n',
+    ).replace(
+      'setp.lt.f32 \t%p1, %f1, %f9;',
+      'ex2.approx.ftz.f32 \t%f10, %f1;\n\tfma.rn.f64 \t%fd1, %fd2, %fd3, %fd1;\n\tsetp.lt.f32 \t%p1, %f10, %f9;',
+    );
+    const count = innerLoopCount(screened, 'keops_1d', 12, 2);
+    expect(count.instructionsPerTrip).to.equal(11);
+    expect(count.pairsPerTrip).to.equal(4);
+    expect(count.mufuPerPair).to.equal(0.25);
+    expect(count.fp64PerPair).to.equal(0.25);
+    // With the nested loop on the hot path, the nested loop is the one counted.
+    const hot = screened.replace('@%p1 bra \t$L__BB0_3;\n\tbra.uni \t$L__BB0_2;', 'bra.uni \t$L__BB0_3;');
+    expect(innerLoopCount(hot, 'keops_1d', 4, 1).pairsPerTrip).to.equal(1);
   });
 
   it('says so when the entry or a shared-memory loop is missing', () => {

@@ -9,7 +9,7 @@
  * from KEOPS_TEST_LIBCUDA (e.g. an unpacked libcuda1 package, to test "driver present, no GPU"). Without them those
  * tests are skipped with the reason printed. The kernels' logic is tested by running them on the CPU: cuda-emulated.spec.ts.
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { archOfDevice, compileCuda, compileCudaSync } from '../lib/backend/cuda/compile';
@@ -33,6 +33,7 @@ import type { Reduction } from '../lib/formula/reduction';
 import { REDUCTIONS } from '../lib/formula/reductions';
 import { ALL_OPS } from '../lib/formula/registry';
 import type { ArgPosition } from '../lib/codegen/formula';
+import { localNvrtc } from './cuda-target';
 import { ALIASES, OP_INSTANCES } from './op-instances';
 import { withEnvAsync } from './util';
 
@@ -106,13 +107,6 @@ const KAHAN_REDUCTIONS: ReadonlySet<string> = new Set(
     hasKahanScheme(parseWithPositions(reductionInstance(name, 0)).reduction),
   ),
 );
-
-/** NVRTC from the environment, or unpacked by .ci/run into .nvrtc/. */
-function localNvrtc(): string | undefined {
-  if (process.env.KEOPS_NVRTC_LIBRARY) return process.env.KEOPS_NVRTC_LIBRARY;
-  const unpacked = join(packageRoot(), '.nvrtc', 'nvidia', 'cu13', 'lib', 'libnvrtc.so.13');
-  return existsSync(unpacked) ? unpacked : undefined;
-}
 
 /** A CUDA driver library to load on this GPU-less machine, when one is provided (KEOPS_TEST_LIBCUDA). */
 function localLibcuda(): string | undefined {

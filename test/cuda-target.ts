@@ -10,8 +10,18 @@
  *       it('...', async function () { target.require(this); ... });
  *     });
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { runtimeInfo } from '../lib/backend/cuda/runtime';
+import { packageRoot } from '../lib/backend/package-root';
 import { fakeCudaEnv } from './fake-cuda';
+
+/** A real NVRTC library: KEOPS_NVRTC_LIBRARY, or the one .ci/run unpacks into .nvrtc/; undefined when neither. */
+export function localNvrtc(): string | undefined {
+  if (process.env.KEOPS_NVRTC_LIBRARY) return process.env.KEOPS_NVRTC_LIBRARY;
+  const unpacked = join(packageRoot(), '.nvrtc', 'nvidia', 'cu13', 'lib', 'libnvrtc.so.13');
+  return existsSync(unpacked) ? unpacked : undefined;
+}
 
 export interface CudaTarget {
   /** 'gpu': a real device; 'emulated': the fake driver; undefined: neither (tests skip). */

@@ -9,7 +9,9 @@
  * hooks are those of the CPU kernel (lib/codegen/formula.ts, reduction-hooks.ts; the per-pair fold is the `fold_hot`
  * hook where the reduction has one, and KMin tests groups of pairs with `can_skip`): the formula is
  * instantiated with INNER_STRIDE = 1 (inner rows are packed records in shared memory); its prologue (the
- * sub-formulas that read no inner variable) runs once per thread, into a per-thread `hoisted` array.
+ * sub-formulas that read no inner variable) runs once per thread, into a per-thread `hoisted` array. Two
+ * CUDA-only rewrites: float32 exponents whose log2(e) scale a per-row factor absorbs become base-2 (cuda-exp2.ts),
+ * and float32 k-NN searches over a wide SqDist screen pairs by the expanded form (cuda-screen.ts).
  *
  * Several reductions can share one translation unit (one NVRTC call for many kernels): give each a distinct
  * `symbolPrefix`, put `cudaPrelude()` once in front and concatenate their `body`s.
@@ -32,8 +34,11 @@
 import { KeOpsError } from '../errors';
 import type { Reduction, ReductionLayout } from '../formula/reduction';
 import type { ArgPosition, FormulaArgument } from './formula';
+import { foldExpScale } from './cuda-exp2';
+import { cudaSqDistScreen } from './cuda-screen';
 import { BYTES, CPP_TYPE, generateKernelParts } from './kernel-parts';
 import { unsupportedSumScheme } from './reduction-hooks';
+import { cLiteral } from './names';
 import { fillTemplate, inlineHeader, readPackageFile } from './templates';
 
 export type CudaDtype = 'float32' | 'float64';
@@ -49,6 +54,8 @@ export interface CudaKernelOptions {
   readonly symbolPrefix?: string;
   /** Output rows per thread (1 to 8); default: chosen from the per-row state (see `defaultRowsPerThread`). */
   readonly rowsPerThread?: number;
+  /** Screen KMin searches over a wide SqDist by the expanded form (lib/codegen/cuda-screen.ts); default true. */
+  readonly screen?: boolean;
 }
 
 export interface CudaKernelEntries {
@@ -71,7 +78,7 @@ export interface CudaKernels {
   readonly sumScheme: CudaSumScheme;
   /** Number of pointers in the `Args` parameter (>= 1). */
   readonly argSlots: number;
-  /** Bytes of dynamic shared memory per thread of a block (the packed inner record). */
+  /** Bytes of dynamic shared memory per thread of a block (the packed inner record, and |y|² when screening). */
   readonly sharedBytesPerThread: number;
   /** Accumulator values / indices per row in the split kernels' partial buffers. */
   readonly partialSlots: { readonly val: number; readonly idx: number };
@@ -147,7 +154,9 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
   checkSymbolPrefix(opts.symbolPrefix);
   const dtypeAcc = opts.dtypeAcc ?? opts.dtype;
   const prefix = opts.symbolPrefix ?? 'keops';
-  const { names, formula, hooks, scheme } = generateKernelParts(red, { ...opts, dtypeAcc });
+  // float32: exponents whose log2(e) scale a per-row factor can absorb become base-2 (lib/codegen/cuda-exp2.ts).
+  const formulaRoot = opts.dtype === 'float32' ? foldExpScale(red.fout, opts.positions, red.tag) : undefined;
+  const { names, formula, hooks, scheme } = generateKernelParts(red, { ...opts, dtypeAcc, formulaRoot });
   const formulaName = formula.functionName;
   if (scheme === 'kahan_scheme' && hooks.kahan === undefined) throw unsupportedSumScheme(red, opts.sumScheme);
 
@@ -177,9 +186,25 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
         a.dim === 1
           ? `e * ${dimInner} + ${offset}`
           : `(e / ${a.dim}) * ${dimInner} + ${offset} + e % ${a.dim}`;
+      const scalarCopy = `for (int e = threadIdx.x; e < len * ${a.dim}; e += blockDim.x) tile[${place}] = src[e];`;
+      // 16-byte copies when the variable's rows and its place in the records are made of whole 16-byte chunks
+      // (and the rows start on a 16-byte boundary: checked at run time, views into arrays may not).
+      const lanes = 16 / BYTES[opts.dtype];
+      if (a.dim % lanes !== 0 || dimInner % lanes !== 0 || offset % lanes !== 0) {
+        return `${INDENT}{ const keops_t* src = ${argPointer(a)} + j0 * ${a.dim};\n${INDENT}  ${scalarCopy} }`;
+      }
+      const chunks = a.dim / lanes;
+      const vectorPlace =
+        chunks === 1
+          ? `e * ${dimInner} + ${offset}`
+          : `(e / ${chunks}) * ${dimInner} + ${offset} + (e % ${chunks}) * ${lanes}`;
       return (
         `${INDENT}{ const keops_t* src = ${argPointer(a)} + j0 * ${a.dim};\n` +
-        `${INDENT}  for (int e = threadIdx.x; e < len * ${a.dim}; e += blockDim.x) tile[${place}] = src[e]; }`
+        `${INDENT}  if ((reinterpret_cast<unsigned long long>(src) & 15) == 0) {\n` +
+        `${INDENT}    const keops_chunk* chunk = reinterpret_cast<const keops_chunk*>(src);\n` +
+        `${INDENT}    for (int e = threadIdx.x; e < len * ${chunks}; e += blockDim.x)\n` +
+        `${INDENT}      *reinterpret_cast<keops_chunk*>(tile + ${vectorPlace}) = chunk[e];\n` +
+        `${INDENT}  } else {\n${INDENT}    ${scalarCopy}\n${INDENT}  } }`
       );
     })
     .join('\n');
@@ -223,6 +248,14 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
       ? SKIP_GROUP
       : 1;
 
+  const screen =
+    opts.dtype === 'float32' && dtypeAcc === 'float32' && opts.screen !== false
+      ? cudaSqDistScreen(red, opts.positions)
+      : undefined;
+  const screenOffset = (pos: number): number =>
+    packedOffset.get(formula.args.find((a) => a.pos === pos) as FormulaArgument) as number;
+  const accLiteral = (v: number): string => cLiteral(v, 'keops_acc_t');
+
   const namespace = `${prefix}_ns`;
   const entries: CudaKernelEntries = {
     oneD: `${prefix}_1d`,
@@ -260,6 +293,15 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
       ROWS_PER_THREAD: String(rowsPerThread),
       SKIP_GROUP: String(skipGroup),
       UNROLL: String(dimInner <= UNROLL_MAX_RECORD ? UNROLL : 1),
+      SCREEN: screen === undefined ? 'false' : 'true',
+      SCREEN_DIM: String(screen?.dim ?? 0),
+      SCREEN_OUTER: String(screen === undefined ? 0 : screenOffset(screen.outerPos)),
+      SCREEN_INNER: String(screen === undefined ? 0 : screenOffset(screen.innerPos)),
+      SCREEN_SLOT: String(screen?.slot ?? 0),
+      SCREEN_ALPHA: accLiteral(screen?.alpha ?? 0),
+      SCREEN_BETA: accLiteral(screen?.beta ?? 0),
+      SCREEN_TAU: accLiteral(screen?.tau ?? 0),
+      SCREEN_ETA: accLiteral(screen?.eta ?? 0),
       HOOK_MERGE: hooks.merge,
       HOOK_FINALIZE: hooks.finalize,
       HOOK_FOLD_KAHAN: kahan.fold,
@@ -279,7 +321,7 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
     dtypeAcc,
     sumScheme: scheme,
     argSlots,
-    sharedBytesPerThread: dimInner * BYTES[opts.dtype],
+    sharedBytesPerThread: dimInner * BYTES[opts.dtype] + (screen === undefined ? 0 : BYTES[dtypeAcc]),
     partialSlots: { val: Math.max(1, red.layout.dimredVal), idx: Math.max(1, red.layout.dimredIdx) },
     fastMath: opts.dtype === 'float32',
     rowsPerThread,

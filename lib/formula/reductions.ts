@@ -402,10 +402,12 @@ const Max_ArgMax_Reduction = extremumReduction(
 const KMIN_UNROLLED_RANKS = 16;
 
 /**
- * Inserts x (known to be < the rank-(K−1) value) into the sorted ranks of component l, after the equal values
- * (ties keep the earlier index): rank r takes rank r−1's entry when x < val[r−1], x when val[r−1] <= x < val[r],
- * and keeps its own otherwise. Every rank is updated by selects, from K−1 down (so rank r−1 is still the old one
- * when rank r reads it): no data-dependent loop, so a GPU keeps the ranks in registers instead of local memory.
+ * Inserts x (known to be before the rank-(K−1) entry) into the sorted ranks of component l, after the entries
+ * it does not precede: rank r takes rank r−1's entry when x precedes it, x when x precedes rank r but not r−1,
+ * and keeps its own otherwise. `precedes(slot)` is the order: `x < val[slot]` for the fold (ties keep the earlier
+ * index), (value, index) lexicographic for the merge. Every rank is updated by selects, from K−1 down (so rank
+ * r−1 is still the old one when rank r reads it): no data-dependent loop or index, so a GPU keeps the ranks in
+ * registers instead of local memory.
  */
 function emitKMinInsert(
   ctx: ReductionEmitContext,
@@ -414,6 +416,7 @@ function emitKMinInsert(
   x: string,
   j: string,
   l: string,
+  precedes: (slot: string) => string = (slot) => `${x} < ${val}[${slot}]`,
 ): string {
   const D = ctx.red.formula.dim;
   const K = ctx.red.k as number;
@@ -421,7 +424,7 @@ function emitKMinInsert(
   const step = (r: string): string => {
     const [shift, lands] = [ctx.fresh('shift'), ctx.fresh('lands')];
     return (
-      `{ const bool ${shift} = ${x} < ${val}[${at(`(${r} - 1)`)}]; const bool ${lands} = ${x} < ${val}[${at(r)}]; ` +
+      `{ const bool ${shift} = ${precedes(at(`(${r} - 1)`))}; const bool ${lands} = ${precedes(at(r))}; ` +
       `${val}[${at(r)}] = ${shift} ? ${val}[${at(`(${r} - 1)`)}] : ${lands} ? ${x} : ${val}[${at(r)}]; ` +
       `${idx}[${at(r)}] = ${shift} ? ${idx}[${at(`(${r} - 1)`)}] : ${lands} ? ${j} : ${idx}[${at(r)}]; }`
     );
@@ -435,7 +438,7 @@ function emitKMinInsert(
   }
   const first = ctx.fresh('lands');
   return (
-    `${ranks} { const bool ${first} = ${x} < ${val}[${l}]; ` +
+    `${ranks} { const bool ${first} = ${precedes(l)}; ` +
     `${val}[${l}] = ${first} ? ${x} : ${val}[${l}]; ${idx}[${l}] = ${first} ? ${j} : ${idx}[${l}]; }`
   );
 }
@@ -536,34 +539,22 @@ function kminReduction(name: string, output: Output, doc: string): EngineReducti
           `if (${x} < ${val}[${(K - 1) * D} + ${l}]) { ${emitKMinInsert(ctx, val, idx, x, jj, l)} }`,
       )} }`;
     },
+    // Each entry of the second list, in order, inserted into the first by (value, index): the K first of the
+    // merged order (the two-pointer merge of the reference), with registers only (the insertion of the fold).
     emitMerge(ctx, val, idx, val2, idx2) {
       const D = ctx.red.formula.dim;
       const K = ctx.red.k as number;
-      const T = ctx.T;
-      const [mv, mi, a, c, va, vb, ia, ib] = ['mv', 'mi', 'a', 'c', 'va', 'vb', 'ia', 'ib'].map((h) =>
-        ctx.fresh(h),
-      );
-      return `{ ${loop(
-        ctx,
-        D,
-        (l) =>
-          `${T} ${mv}[${K}]; int ${mi}[${K}]; int ${a} = 0, ${c} = 0; ` +
-          loop(
-            ctx,
-            K,
-            (r) =>
-              `const ${T} ${va} = ${val}[${a} * ${D} + ${l}], ${vb} = ${val2}[${c} * ${D} + ${l}]; ` +
-              `const int ${ia} = ${idx}[${a} * ${D} + ${l}], ${ib} = ${idx2}[${c} * ${D} + ${l}]; ` +
-              `if (${vb} < ${va} || (${vb} == ${va} && ${ib} < ${ia})) { ${mv}[${r}] = ${vb}; ${mi}[${r}] = ${ib}; ${c}++; } ` +
-              `else { ${mv}[${r}] = ${va}; ${mi}[${r}] = ${ia}; ${a}++; }`,
-          ) +
-          ' ' +
-          loop(
-            ctx,
-            K,
-            (r) => `${val}[${r} * ${D} + ${l}] = ${mv}[${r}]; ${idx}[${r} * ${D} + ${l}] = ${mi}[${r}];`,
-          ),
-      )} }`;
+      const [x, jj, q] = [ctx.fresh('x'), ctx.fresh('j'), ctx.fresh('q')];
+      const precedes = (slot: string): string =>
+        `(${x} < ${val}[${slot}] || (${x} == ${val}[${slot}] && ${jj} < ${idx}[${slot}]))`;
+      return `{ ${loop(ctx, D, (l) => {
+        const entry = (rank: string): string =>
+          `{ const ${ctx.T} ${x} = ${val2}[${rank} * ${D} + ${l}]; const int ${jj} = ${idx2}[${rank} * ${D} + ${l}]; ` +
+          `if (${precedes(`${(K - 1) * D} + ${l}`)}) { ${emitKMinInsert(ctx, val, idx, x, jj, l, precedes)} } }`;
+        return K <= KMIN_UNROLLED_RANKS
+          ? Array.from({ length: K }, (_, r) => entry(String(r))).join(' ')
+          : `for (int ${q} = 0; ${q} < ${K}; ${q}++) ${entry(q)}`;
+      })} }`;
     },
     emitFinalize: (ctx, val, idx, outVal, outIdx) =>
       `{ ${loop(ctx, ctx.red.layout.dimredVal, (k) =>

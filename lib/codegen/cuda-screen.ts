@@ -1,0 +1,78 @@
+/**
+ * Screening of k-nearest-neighbour searches in the float32 CUDA kernels (the GPU side of cpu-blocked-filter.ts).
+ *
+ *   cudaSqDistScreen(red, positions) -> CudaSqDistScreen | undefined
+ *
+ * For a KMin / ArgKMin / KMin_ArgKMin (or Min / ArgMin / Min_ArgMin) reduction whose formula is SqDist(x, y) alone (x an output-row variable,
+ * y a reduced one, D >= MIN_SCREEN_DIM; the pattern the CPU's blocked filter recognises), the kernels compute
+ * A = fl(fl(|x|² + |y|²) − 2⟨x,y⟩) with one FMA per component (|x|² once per row, |y|² once per staged record)
+ * and skip every pair for which
+ *
+ *   fl(A·α) >= fl(fl(T·τ) + fl(fl(N·β) + η)),  A >= 0,  N = fl(|x|² + |y|²),  T = the row's k-th smallest value.
+ *
+ * Why that is safe (u = 2⁻²⁴, γ = D·u / (1 − D·u), η₀ = D·2⁻¹²⁶ for flushed subnormals, FTZ under fast math):
+ *   - the float32 dot product and norms are within γ·Σ|x_k y_k| ≤ γ·S/2 and γ·|x|², γ·|y|² (+η₀) of the exact
+ *     ones, S = |x|² + |y|², so the exact d = |x − y|² ≥ A/(1 + u) − c₀·S − 5η₀ with c₀ = 2γ + u(1 + γ), and
+ *     S ≤ N / ((1 − u)(1 − γ)) + 2η₀/(1 − γ);
+ *   - the kernel's exact value d̃ = fl(Σ fl(x_k − y_k)²) ≥ κ·d − 3η₀, κ = (1 − u)³(1 − γ);
+ *   - hence d̃ ≥ a₁·A − a₂·N − η₁ with a₁ = κ/(1 + u), a₂ = κ·c₀ / ((1 − u)(1 − γ)), η₁ = 16η₀;
+ *   - the test's own roundings (each at most a factor 1 ± u on non-negative values, literals rounded to float32
+ *     included) are covered by α = a₁(1 − 4u), β = a₂(1 + 8u), τ = 1 + 2⁻²¹, η = 2η₁.
+ * So a skipped pair has d̃ >= T: the fold (which inserts only values < T, and T only decreases) would not have
+ * inserted it. NaN and overflow fail the test and take the exact path. Results (values and indices) are those of
+ * the unscreened kernel, bit for bit; the screening only decides which pairs are evaluated exactly.
+ */
+import type { Reduction } from '../formula/reduction';
+import { planBlockedEvaluation } from './cpu-blocked';
+import { sqDistFilter } from './cpu-blocked-filter';
+import type { ArgPosition } from './formula';
+
+/** Below this, the exact per-pair code is short and the screening's test would weigh more than it saves. */
+export const MIN_SCREEN_DIM = 32;
+/**
+ * Reductions whose fold keeps a value only when it is strictly below a threshold that never increases (NaN never
+ * enters): the k-th smallest value for the KMin family, the minimum (K = 1) for the Min family.
+ */
+const KMIN_FAMILY = new Set(['KMin_Reduction', 'ArgKMin_Reduction', 'KMin_ArgKMin_Reduction']);
+const MIN_FAMILY = new Set(['Min_Reduction', 'ArgMin_Reduction', 'Min_ArgMin_Reduction']);
+
+export interface CudaSqDistScreen {
+  readonly outerPos: number;
+  readonly innerPos: number;
+  readonly dim: number;
+  /** The threshold's slot in the accumulator values (val[K − 1]; val[0] for the Min family). */
+  readonly slot: number;
+  readonly alpha: number;
+  readonly beta: number;
+  readonly tau: number;
+  readonly eta: number;
+}
+
+export function cudaSqDistScreen(
+  red: Reduction,
+  positions: readonly ArgPosition[],
+): CudaSqDistScreen | undefined {
+  const k = KMIN_FAMILY.has(red.def.name) ? red.k : MIN_FAMILY.has(red.def.name) ? 1 : undefined;
+  if (k === undefined) return undefined;
+  const plan = planBlockedEvaluation(red.fout, positions, red.tag);
+  const filter = plan === undefined ? undefined : sqDistFilter(plan, k);
+  if (filter === undefined || filter.dim < MIN_SCREEN_DIM) return undefined;
+  const D = filter.dim;
+  const u = 2 ** -24;
+  const gamma = (D * u) / (1 - D * u);
+  const c0 = 2 * gamma + u * (1 + gamma);
+  const kappa = (1 - u) ** 3 * (1 - gamma);
+  const a1 = kappa / (1 + u);
+  const a2 = (kappa * c0) / ((1 - u) * (1 - gamma));
+  const eta1 = 16 * D * 2 ** -126;
+  return {
+    outerPos: filter.outerPos,
+    innerPos: filter.innerPos,
+    dim: D,
+    slot: filter.thresholdSlot,
+    alpha: a1 * (1 - 4 * u),
+    beta: a2 * (1 + 8 * u),
+    tau: 1 + 2 ** -21,
+    eta: 2 * eta1,
+  };
+}
