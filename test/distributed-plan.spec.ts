@@ -3,10 +3,12 @@
  * the same plan run locally, and the reduction's result; damaged, missing, stale or foreign shard results are
  * ERR_SHARD naming the shard and the file.
  */
+import { createHash } from 'node:crypto';
 import { expect } from 'chai';
 import { Genred } from '../lib/genred';
 import { KeOpsError } from '../lib/errors';
-import { createReductionPlan } from '../lib/distributed/planner';
+import { createKnnPlan, createReductionPlan } from '../lib/distributed/planner';
+import { knn } from '../lib/knn';
 import {
   canonicalJson,
   evenSlices,
@@ -148,6 +150,45 @@ describe('distributed plans, shards and merges (in process)', function () {
     }
   });
 
+  for (const [metric, excludeSelf] of [
+    ['l2', false],
+    ['cosine', false],
+    ['l2', true],
+  ] as const) {
+    it(`k-NN (${metric}${excludeSelf ? ', excludeSelf' : ''}): ids and distances byte-identical to knn()`, async () => {
+      const r = rng(11);
+      const storage = memoryStorage();
+      const D = 5;
+      // uint8 rows with many ties: the (distance, id) order must survive the shard cuts.
+      const base = Uint8Array.from({ length: 61 * D }, () => Math.floor(r() * 3));
+      const queries = excludeSelf ? base : Uint8Array.from({ length: 29 * D }, () => Math.floor(r() * 3));
+      storage.vectors.set('/data/base', { data: base, dim: D, dtype: 'uint8' });
+      storage.vectors.set('/data/queries', { data: queries, dim: D, dtype: 'uint8' });
+      const plan = await createKnnPlan(
+        {
+          queries: '/data/queries',
+          base: '/data/base',
+          k: 6,
+          metric,
+          excludeSelf,
+          querySlices: 3,
+          baseSlices: 4,
+          chunkRows: 5,
+          shardDir: '/knn/shards',
+          outputs: { ids: '/knn/ids', distances: '/knn/distances' },
+        },
+        storage,
+      );
+      await runAllShards(plan, storage);
+      await mergePlan(plan, { storage });
+      const expected = await knn({ data: queries, dim: D }, { data: base, dim: D }, { k: 6, metric, excludeSelf, backend: 'cpu' });
+      const ids = storage.vectors.get('/knn/ids')?.data as Int32Array;
+      const distances = storage.vectors.get('/knn/distances')?.data as Float32Array;
+      expect(Buffer.from(ids.buffer)).to.deep.equal(Buffer.from(expected.ids.buffer));
+      expect(Buffer.from(distances.buffer)).to.deep.equal(Buffer.from(expected.distances.buffer));
+    });
+  }
+
   it('a shard run twice is harmless; a stored valid result is reused', async () => {
     const { storage } = setup(4);
     const plan = await createReductionPlan(sumRequest({ querySlices: 2, baseSlices: 2, chunkRows: 100 }), storage);
@@ -198,7 +239,15 @@ describe('distributed plans, shards and merges (in process)', function () {
     const foreign = await rejects(mergePlan(plan, { storage }), 'ERR_SHARD');
     expect(foreign.message).to.match(/belongs to another plan/);
 
-    // The partial inside damaged but the envelope re-sealed: the partial's own check names the format error.
+    // The partial inside damaged but the envelope re-sealed: the partial's own check is the cause.
+    const resealed = good.slice();
+    resealed[resealed.length - 32 - 100] ^= 0x01;
+    resealed.set(createHash('sha256').update(resealed.subarray(0, resealed.length - 32)).digest(), resealed.length - 32);
+    storage.bytes.set(location, resealed);
+    const inner = await rejects(mergePlan(plan, { storage }), 'ERR_SHARD');
+    expect(inner.message).to.match(/ERR_PARTIAL_FORMAT/);
+    expect((inner.cause as KeOpsError).code).to.equal('ERR_PARTIAL_FORMAT');
+
     storage.bytes.set(location, good);
     await mergePlan(plan, { storage });
     expect(storage.vectors.has('/job/values.npy')).to.equal(true);

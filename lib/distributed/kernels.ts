@@ -9,7 +9,7 @@ import type { Backend } from '../backend/runner';
 import { Genred } from '../genred';
 import type { ReductionName } from '../genred-types';
 import { INT32_INDEX_LIMIT, PartialReducer, type PartialResult } from '../jobs/partial';
-import type { StorageArray, StorageDtype } from '../io/vector-source';
+import { allocateFloat, convertToFloat, type StorageArray, type StorageDtype } from '../io/vector-source';
 import type { JobPlan, ReductionJobSpec } from './plan';
 
 /** Where a worker runs its shards. */
@@ -30,13 +30,15 @@ export interface OutputShape {
 export interface ShardKernel {
   /** The output files (by role) and their row shapes. */
   readonly outputs: readonly OutputShape[];
-  /** The partial of query rows [q0, q0 + rows) over base rows [b0, b0 + rows), from each input's rows. */
+  /** Stored rows of an input in the compute dtype. */
+  convert(input: string, stored: StorageArray, storageDtype: StorageDtype): FloatArray;
+  /** The partial of the query rows (starting at q0) over the base rows starting at b0, by input name. */
   compute(
     query: ReadonlyMap<string, FloatArray>,
     q0: number,
     base: ReadonlyMap<string, FloatArray>,
     b0: number,
-    settings: ComputeSettings,
+    options: { readonly device?: number; readonly signal?: AbortSignal },
   ): Promise<PartialResult>;
   /** Merges partials in the given order. */
   merge(partials: readonly PartialResult[]): PartialResult;
@@ -95,8 +97,8 @@ export function reductionOutputs(genred: Genred, dtype: Dtype, baseRows: number)
   return outputs;
 }
 
-/** The shard kernel of a reduction plan. */
-export function reductionKernel(plan: JobPlan): ShardKernel {
+/** The shard kernel of a reduction plan, running with `settings`. */
+export function reductionKernel(plan: JobPlan, settings: ComputeSettings = {}): ShardKernel {
   const job = plan.job;
   if (job.kind !== 'reduction') throw new KeOpsError('ERR_INTERNAL', 'reductionKernel: not a reduction plan');
   const genred = reductionGenred(job);
@@ -109,12 +111,19 @@ export function reductionKernel(plan: JobPlan): ShardKernel {
   const outputs = reductionOutputs(genred, job.dtype, plan.baseRows);
   return {
     outputs,
-    compute(query, _q0, base, b0, settings) {
+    convert: (_input, stored, storageDtype) =>
+      convertToFloat(stored, storageDtype, allocateFloat(job.dtype, stored.length)),
+    compute(query, _q0, base, b0, options) {
       const args = slots.map((s) => {
         if (s.kind === 'parameter') return parameters.get(s.name) as FloatArray;
         return (s.axis === 'query' ? query : base).get(s.name) as FloatArray;
       });
-      return reducer.compute(args, { start: b0, ...settings });
+      return reducer.compute(args, {
+        start: b0,
+        backend: settings.backend,
+        threads: settings.threads,
+        device: options.device ?? settings.device,
+      });
     },
     merge: (partials) => reducer.merge(partials),
     finish(partial) {

@@ -22,6 +22,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { KeOpsError } from '../errors';
 import type { Dtype } from '../backend/plan';
 import { type StorageDtype, STORAGE_DTYPES } from '../io/vector-source';
+import { KNN_METRICS, type KnnMetric } from '../knn/metric';
 import { writeFileAtomic } from './storage';
 
 export const PLAN_FORMAT = 'keops-node-plan';
@@ -30,9 +31,18 @@ export const PLAN_VERSION = 1;
 /** A [start, end) range of rows. */
 export type Slice = readonly [number, number];
 
-/** The k-NN metrics a plan accepts (those of the k-NN API). */
-export type PlanMetric = 'l2' | 'euclidean' | 'ip' | 'cosine' | 'l1';
-export const PLAN_METRICS: readonly PlanMetric[] = ['l2', 'euclidean', 'ip', 'cosine', 'l1'];
+/** A k-NN metric as the k-NN API takes it: a name, or { formula } over x (query row) and y (base row). */
+export type PlanMetric = KnnMetric;
+
+export function isPlanMetric(metric: unknown): metric is PlanMetric {
+  if (typeof metric === 'string') return (KNN_METRICS as readonly string[]).includes(metric);
+  return (
+    typeof metric === 'object' &&
+    metric !== null &&
+    Object.keys(metric).length === 1 &&
+    typeof (metric as { formula?: unknown }).formula === 'string'
+  );
+}
 
 export interface KnnJobSpec {
   readonly kind: 'knn';
@@ -250,8 +260,8 @@ function checkJob(where: string, job: unknown): void {
   if (job.dtype !== 'float32' && job.dtype !== 'float64') fail(where, `job.dtype must be float32 or float64`);
   if (job.kind === 'knn') {
     if (!isCount(job.k) || job.k < 1) fail(where, 'job.k must be an integer >= 1');
-    if (!PLAN_METRICS.includes(job.metric as PlanMetric)) {
-      fail(where, `job.metric must be one of ${PLAN_METRICS.join(', ')}`);
+    if (!isPlanMetric(job.metric)) {
+      fail(where, `job.metric must be one of ${KNN_METRICS.join(', ')} or { "formula": "..." }`);
     }
     if (typeof job.excludeSelf !== 'boolean') fail(where, 'job.excludeSelf must be a boolean');
     return;

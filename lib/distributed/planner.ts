@@ -16,10 +16,12 @@ import {
   type JobPlan,
   type JobSpec,
   type PlanInput,
+  isPlanMetric,
   type PlanMetric,
-  PLAN_METRICS,
   sealPlan,
 } from './plan';
+import { KNN_METRICS } from '../knn/metric';
+import { knnKernel } from './knn-kernel';
 import type { JobStorage } from './storage';
 
 export interface PlanLayout {
@@ -41,7 +43,7 @@ export interface KnnPlanRequest extends PlanLayout {
   readonly k: number;
   readonly metric?: PlanMetric;
   readonly excludeSelf?: boolean;
-  /** Computation dtype: float32 (default) or float64. */
+  /** Computation dtype: float32, or float64 (the default when an input is float64). */
   readonly dtype?: Dtype;
   readonly outputs: { readonly ids?: string; readonly distances?: string };
 }
@@ -123,10 +125,11 @@ export async function createKnnPlan(request: KnnPlanRequest, storage: JobStorage
   if (typeof request !== 'object' || request === null) throw invalid('the k-NN plan request must be an object');
   const k = checkCount(request.k, 'k', 1);
   const metric = request.metric ?? 'l2';
-  if (!PLAN_METRICS.includes(metric)) throw invalid(`metric must be one of ${PLAN_METRICS.join(', ')}`);
+  if (!isPlanMetric(metric)) {
+    throw invalid(`metric must be one of ${KNN_METRICS.join(', ')} or { formula }, got ${JSON.stringify(metric)}`);
+  }
   const excludeSelf = request.excludeSelf ?? false;
   if (typeof excludeSelf !== 'boolean') throw invalid('excludeSelf must be a boolean');
-  const dtype = checkDtype(request.dtype);
   for (const what of ['queries', 'base'] as const) {
     if (typeof request[what] !== 'string' || request[what].length === 0) throw invalid(`${what} must be a path`);
   }
@@ -138,8 +141,13 @@ export async function createKnnPlan(request: KnnPlanRequest, storage: JobStorage
   if (excludeSelf && queries.rows !== base.rows) {
     throw invalid(`excludeSelf needs the queries to be the base (${queries.rows} and ${base.rows} rows)`);
   }
+  // As the k-NN API: float32 unless an input is float64.
+  const dtype =
+    request.dtype === undefined && (queries.dtype === 'float64' || base.dtype === 'float64')
+      ? 'float64'
+      : checkDtype(request.dtype);
   const job: JobSpec = { kind: 'knn', k, metric, excludeSelf, dtype };
-  return sealPlan({
+  const plan = sealPlan({
     job,
     inputs: { queries, base },
     queryRows: queries.rows,
@@ -147,6 +155,8 @@ export async function createKnnPlan(request: KnnPlanRequest, storage: JobStorage
     ...layout(request, queries.rows, base.rows),
     outputs: outputsOf(request, ['ids', 'distances']),
   });
+  knnKernel(plan); // k, metric formula: the search's own checks, now rather than on a worker
+  return plan;
 }
 
 export async function createReductionPlan(request: ReductionPlanRequest, storage: JobStorage): Promise<JobPlan> {

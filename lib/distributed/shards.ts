@@ -13,16 +13,16 @@ import { performance } from 'node:perf_hooks';
 import { KeOpsError } from '../errors';
 import type { FloatArray } from '../backend/plan';
 import type { PartialResult } from '../jobs/partial';
-import { allocateFloat, convertToFloat, type VectorSource } from '../io/vector-source';
+import type { VectorSource } from '../io/vector-source';
 import { type ComputeSettings, reductionKernel, type ShardKernel } from './kernels';
 import { knnKernel } from './knn-kernel';
 import { describeShard, type JobPlan, shardCount, shardSpec, type Slice } from './plan';
 import { decodeShard, encodeShard, readShard, shardLocation } from './shard-file';
 import type { JobStorage, VectorWriter } from './storage';
 
-/** The kernel of a plan's job kind. */
-export function kernelFor(plan: JobPlan): ShardKernel {
-  return plan.job.kind === 'knn' ? knnKernel(plan) : reductionKernel(plan);
+/** The kernel of a plan's job kind, running with `settings`. */
+export function kernelFor(plan: JobPlan, settings: ComputeSettings = {}): ShardKernel {
+  return plan.job.kind === 'knn' ? knnKernel(plan, settings) : reductionKernel(plan, settings);
 }
 
 export interface ShardProgress {
@@ -79,7 +79,7 @@ async function openInputs(plan: JobPlan, storage: JobStorage): Promise<OpenInput
 }
 
 async function readRows(
-  plan: JobPlan,
+  kernel: ShardKernel,
   inputs: OpenInputs,
   axis: 'query' | 'base',
   [start, end]: Slice,
@@ -87,8 +87,7 @@ async function readRows(
   const rows = new Map<string, FloatArray>();
   for (const [name, { source, axis: a }] of inputs.sources) {
     if (a !== axis) continue;
-    const stored = await source.read(start, end);
-    rows.set(name, convertToFloat(stored, source.dtype, allocateFloat(plan.job.dtype, stored.length)));
+    rows.set(name, kernel.convert(name, await source.read(start, end), source.dtype));
   }
   return rows;
 }
@@ -104,20 +103,20 @@ export async function computeShard(
   options: Omit<ShardRunOptions, 'force'>,
 ): Promise<PartialResult> {
   const shard = shardSpec(plan, index);
-  const kernel = options.kernel ?? kernelFor(plan);
+  const kernel = options.kernel ?? kernelFor(plan, options);
   const inputs = await openInputs(plan, options.storage);
   try {
     const [q0, q1] = shard.querySlice;
     const [b0, b1] = shard.baseSlice;
     const pairsTotal = (q1 - q0) * (b1 - b0);
-    const query = await readRows(plan, inputs, 'query', shard.querySlice);
+    const query = await readRows(kernel, inputs, 'query', shard.querySlice);
     const partials: PartialResult[] = [];
     // At least one chunk, so that an empty base slice still gives a (neutral) partial of the right rows.
     for (let a = b0; a < b1 || (a === b0 && b1 === b0); a += plan.chunkRows) {
       checkAbort(options.signal);
       const z = Math.min(b1, a + plan.chunkRows);
-      const base = await readRows(plan, inputs, 'base', [a, z]);
-      partials.push(await kernel.compute(query, q0, base, a, options));
+      const base = await readRows(kernel, inputs, 'base', [a, z]);
+      partials.push(await kernel.compute(query, q0, base, a, { device: options.device, signal: options.signal }));
       options.onProgress?.({ pairsDone: (q1 - q0) * (z - b0), pairsTotal });
       if (z === b1) break;
     }
