@@ -173,3 +173,16 @@ export {
   runKnnSearch,
   vectorSourceOf,
 } from './knn/index';
+export { type VectorFileFormat } from './io/formats';
+export {
+  DEFAULT_MAX_GZIP_BYTES,
+  openVectorFile,
+  type OpenVectorFileOptions,
+  type VectorFile,
+} from './io/vector-file';
+export {
+  createVectorFileWriter,
+  temporaryPathFor,
+  type VectorFileWriter,
+  type VectorFileWriterOptions,
+} from './io/vector-writer';
