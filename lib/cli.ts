@@ -12,6 +12,11 @@ import { packageVersion } from './backend/package-root';
 import { isKeOpsError } from './errors';
 import { describeRuntime } from './runtime-summary';
 import { GRAPH_USAGE, graphCommand } from './cli/graph';
+import { mergeCommand } from './cli/merge';
+import { planCommand } from './cli/plan';
+import { shardCommand } from './cli/shard';
+import { submitCommand } from './cli/submit';
+import { workerCommand } from './cli/worker';
 
 /** Where the command writes (process.stdout / stderr, or a test's buffers). */
 export interface CliIo {
@@ -67,6 +72,31 @@ const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
         out: (text) => io.out(text.replace(/\n$/, '')),
         err: (text) => io.err(text.replace(/\n$/, '')),
       }),
+  },
+  plan: {
+    usage: 'PLAN.json [options]',
+    summary: 'write the plan of a k-NN or reduction job cut into shards (for shard, merge, submit)',
+    main: (args, io) => planCommand(args, io),
+  },
+  shard: {
+    usage: '--plan FILE --index I',
+    summary: 'run one shard of a job plan (Kubernetes Indexed Jobs, Slurm arrays, AWS Batch arrays)',
+    main: (args, io) => shardCommand(args, io),
+  },
+  merge: {
+    usage: '--plan FILE',
+    summary: "check a job plan's shard results and write its outputs",
+    main: (args, io) => mergeCommand(args, io),
+  },
+  worker: {
+    usage: '--redis URL [options]',
+    summary: 'run shards of submitted job plans from a Redis queue (BullMQ)',
+    main: (args, io) => workerCommand(args, io),
+  },
+  submit: {
+    usage: '--plan FILE --redis URL',
+    summary: 'run a job plan on the workers of a Redis queue and wait for its outputs',
+    main: (args, io) => submitCommand(args, io),
   },
 };
 

@@ -8,6 +8,8 @@ import { randomBytes } from 'node:crypto';
 import { access, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { KeOpsError } from '../errors';
+import { openVectorFile } from '../io/vector-file';
+import { createVectorFileWriter } from '../io/vector-writer';
 import type { StorageArray, StorageDtype, VectorSource } from '../io/vector-source';
 
 /** A vector output file being written: rows by position, then committed (appears whole) or aborted. */
@@ -81,21 +83,16 @@ export async function readFileIfExists(path: string): Promise<Uint8Array | undef
   }
 }
 
-/** Vector file access, given by the caller: the file formats live in lib/io. */
-export interface VectorFileAccess {
-  open(path: string): Promise<VectorSource>;
-  create(path: string, spec: VectorOutputSpec): Promise<VectorWriter>;
-}
-
-/** Storage on a shared filesystem: locations are paths. */
-export function fileStorage(vectors: VectorFileAccess): JobStorage {
+/** Storage on a filesystem every worker mounts: locations are paths, vectors are files of lib/io's formats. */
+export function fileStorage(): JobStorage {
   return {
-    openVectors: (location) => vectors.open(location),
-    createVectors: (location, spec) => vectors.create(location, spec),
-    exists: (location) => access(location).then(
-      () => true,
-      () => false,
-    ),
+    openVectors: (location) => openVectorFile(location),
+    createVectors: (location, spec) => createVectorFileWriter(location, spec),
+    exists: (location) =>
+      access(location).then(
+        () => true,
+        () => false,
+      ),
     readBytes: readFileIfExists,
     writeBytes: writeFileAtomic,
     join: (folder, name) => join(folder, name),
