@@ -8,45 +8,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { runCli } from '../lib/cli';
-import { createVectorFileWriter } from '../lib/io/vector-writer';
 import { openVectorFile } from '../lib/io/vector-file';
-import type { StorageArray, StorageDtype } from '../lib/io/vector-source';
-import { knn, type KnnMetric, type KnnResult } from '../lib/knn';
 import { readPlan } from '../lib/distributed/plan';
 import { rng } from './util';
+import { knnOfFiles, writeVectors } from './distributed-util';
 
 async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';
   let err = '';
   const code = await runCli(argv, { out: (t) => (out += `${t}\n`), err: (t) => (err += `${t}\n`) });
   return { code, out, err };
-}
-
-export async function writeVectors(
-  path: string,
-  data: StorageArray,
-  dim: number,
-  dtype: StorageDtype,
-): Promise<void> {
-  const writer = await createVectorFileWriter(path, { rows: data.length / dim, dim, dtype });
-  await writer.writeRows(0, data);
-  await writer.commit();
-}
-
-/** knn() over two vector files (closed afterwards), on the CPU. */
-export async function knnOfFiles(
-  queries: string,
-  base: string,
-  options: { k: number; excludeSelf?: boolean; metric?: KnnMetric },
-): Promise<KnnResult> {
-  const q = await openVectorFile(queries);
-  const b = await openVectorFile(base);
-  try {
-    return await knn(q, b, { ...options, backend: 'cpu' });
-  } finally {
-    await q.close();
-    await b.close();
-  }
 }
 
 describe('keops-node plan / shard / merge (files, no queue)', function () {

@@ -12,6 +12,9 @@ import {
   vectorsFromArray,
 } from '../lib/io/vector-source';
 import type { JobStorage, VectorWriter } from '../lib/distributed/storage';
+import { openVectorFile } from '../lib/io/vector-file';
+import { createVectorFileWriter } from '../lib/io/vector-writer';
+import { knn, type KnnMetric, type KnnResult } from '../lib/knn';
 
 export interface StoredVectors {
   readonly data: StorageArray;
@@ -164,3 +167,32 @@ export async function testRedis(): Promise<TestRedis | undefined> {
     },
   };
 }
+
+/** Writes rows to a vector file (format from the extension). */
+export async function writeVectors(
+  path: string,
+  data: StorageArray,
+  dim: number,
+  dtype: StorageDtype,
+): Promise<void> {
+  const writer = await createVectorFileWriter(path, { rows: data.length / dim, dim, dtype });
+  await writer.writeRows(0, data);
+  await writer.commit();
+}
+
+/** knn() over two vector files (closed afterwards), on the CPU. */
+export async function knnOfFiles(
+  queries: string,
+  base: string,
+  options: { k: number; excludeSelf?: boolean; metric?: KnnMetric },
+): Promise<KnnResult> {
+  const q = await openVectorFile(queries);
+  const b = await openVectorFile(base);
+  try {
+    return await knn(q, b, { ...options, backend: 'cpu' });
+  } finally {
+    await q.close();
+    await b.close();
+  }
+}
+

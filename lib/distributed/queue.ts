@@ -186,7 +186,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
       try {
         const { plan, kernel } = await plans.get(location, hash);
         const what = describeShard(shardSpec(plan, index));
-        log(`worker ${name}: ${what} of plan ${hash.slice(0, 12)}… started (attempt ${job.attemptsMade + 1})`);
+        log(`worker ${name}: ${what} of plan ${hash.slice(0, 12)}… started (try ${job.attemptsStarted})`);
         let lastReport = 0;
         const result = await runShard(plan, index, {
           storage: options.storage,
