@@ -168,7 +168,6 @@ export {
   type KnnRunOptions,
   KnnSearch,
   type KnnSearchSpec,
-  MAX_KNN_K,
   type MetricDef,
   runKnnSearch,
   vectorSourceOf,

@@ -9,4 +9,4 @@ export {
   vectorSourceOf,
 } from './knn';
 export { KNN_METRICS, type KnnMetric, type KnnMetricName, type MetricDef } from './metric';
-export { type KnnPartialOptions, type KnnRows, KnnSearch, type KnnSearchSpec, MAX_KNN_K } from './plan';
+export { type KnnPartialOptions, type KnnRows, KnnSearch, type KnnSearchSpec } from './plan';

@@ -8,9 +8,16 @@
 import { KeOpsError } from '../errors';
 import type { Dtype } from '../backend/plan';
 import type { Backend } from '../backend/runner';
-import { type ChunkedOptions, type ChunkedProgress, reduceChunked } from '../jobs/chunked';
+import { performance } from 'node:perf_hooks';
+import {
+  type ChunkedOptions,
+  type ChunkedProgress,
+  DEFAULT_MEMORY_LIMIT,
+  reduceChunked,
+} from '../jobs/chunked';
 import { INT32_INDEX_LIMIT } from '../jobs/partial';
 import {
+  allocateFloat,
   type StorageArray,
   type StorageDtype,
   type VectorSource,
@@ -158,6 +165,7 @@ export async function runKnnSearch(
   if (caps !== undefined && (typeof caps !== 'object' || caps === null)) {
     throw invalid('chunkRows must be { queries?, base? }');
   }
+  if (search.ranks > search.passRanks) return runMultiPass(search, queries, base, q0, q1, options);
   const chunked: ChunkedOptions = {
     memoryLimit: options.memoryLimit,
     chunkRows: caps === undefined ? undefined : { output: caps.queries, reduced: caps.base },
@@ -176,4 +184,84 @@ export async function runKnnSearch(
     throw new KeOpsError('ERR_INTERNAL', 'the k-NN reduction returned no int32 indices');
   }
   return search.finishState(result.values, result.indices, q1 - q0, q0);
+}
+
+/**
+ * Searches whose ranks take several kernel passes (k above MAX_PASS_RANKS): query blocks × base chunks sized
+ * by the memory limit, each a `partial` merged into its block's lists.
+ */
+async function runMultiPass(
+  search: KnnSearch,
+  queries: VectorSource,
+  base: VectorSource,
+  q0: number,
+  q1: number,
+  options: KnnRunOptions,
+): Promise<KnnRows> {
+  if (options.devices !== undefined) {
+    throw invalid(`devices: k = ${search.k} takes several passes per chunk, which run on one device`);
+  }
+  if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
+    throw invalid('onProgress must be a function');
+  }
+  const memoryLimit = options.memoryLimit ?? DEFAULT_MEMORY_LIMIT;
+  if (!Number.isSafeInteger(memoryLimit) || memoryLimit < 1) {
+    throw invalid(`memoryLimit must be a number of bytes >= 1, got ${String(memoryLimit)}`);
+  }
+  const cap = (v: number | undefined, what: string) => {
+    if (v === undefined) return Infinity;
+    if (!Number.isSafeInteger(v) || v < 1) throw invalid(`chunkRows.${what} must be an integer >= 1`);
+    return v;
+  };
+  const bytes = search.dtype === 'float32' ? 4 : 8;
+  // Per query row: two lists of ranks (block state, partial), two pass outputs, the row. Per base row: the row
+  // converted, and its stored and float64 forms while converting.
+  const perQuery = 32 * search.ranks + 2 * search.passRanks * (bytes + 4) + search.dim * bytes;
+  const perBase = search.dim * (bytes + 16);
+  if (memoryLimit < perQuery + perBase) {
+    throw new KeOpsError(
+      'ERR_MEMORY_LIMIT',
+      `memoryLimit ${memoryLimit} bytes is below the minimum of ${perQuery + perBase} bytes for k = ${search.k}`,
+    );
+  }
+  const M = q1 - q0;
+  const N = base.rows;
+  const block = Math.max(
+    1,
+    Math.min(cap(options.chunkRows?.queries, 'queries'), Math.floor(memoryLimit / 2 / perQuery)),
+  );
+  const chunk = Math.max(
+    1,
+    Math.min(cap(options.chunkRows?.base, 'base'), Math.floor(memoryLimit / 2 / perBase)),
+  );
+  const ids = new Int32Array(M * search.k);
+  const distances = allocateFloat(search.dtype, M * search.k);
+  const started = performance.now();
+  let lastReport = -Infinity;
+  let pairsDone = 0;
+  const report = (force: boolean) => {
+    const now = performance.now();
+    if (options.onProgress === undefined || (!force && now - lastReport < 100)) return;
+    lastReport = now;
+    options.onProgress({ pairsDone, pairsTotal: M * N, elapsedMs: now - started });
+  };
+  for (let i0 = q0; i0 < q1; i0 += block) {
+    const i1 = Math.min(q1, i0 + block);
+    const rows = await search.readRows(queries, i0, i1);
+    let lists = search.empty(i1 - i0);
+    for (let j0 = 0; j0 < N; j0 += chunk) {
+      const j1 = Math.min(N, j0 + chunk);
+      const part = await search.partial(rows, await search.readRows(base, j0, j1), j0, {
+        signal: options.signal,
+      });
+      lists = search.merge([lists, part]);
+      pairsDone += (i1 - i0) * (j1 - j0);
+      report(false);
+    }
+    const done = search.finish(lists, i0);
+    ids.set(done.ids, (i0 - q0) * search.k);
+    distances.set(done.distances, (i0 - q0) * search.k);
+  }
+  report(true);
+  return { ids, distances, rows: M, k: search.k };
 }

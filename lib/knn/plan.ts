@@ -11,18 +11,28 @@
  * A partial holds, per query row, the best `ranks` (k, plus one with excludeSelf) candidates of its base rows,
  * ordered by (ranked value, id) — the kernel's KMin_ArgKMin state, whose folds keep the earlier index among equal
  * values and whose merges compare indices on ties, so that merging partials of any split of the base gives the
- * candidates of one pass, byte for byte. `finish` drops the query's own index (excludeSelf), keeps k ranks and
+ * candidates of one pass, byte for byte. More ranks than one kernel pass keeps (MAX_PASS_RANKS) take passes of
+ * one kernel that admits only the pairs after a row's last rank so far. `finish` drops the query's own index (excludeSelf), keeps k ranks and
  * turns ranked values into distances. `hash` identifies everything that determines the results (not the backend
  * or thread count, which do not change them on the CPU).
  */
 import { createHash } from 'node:crypto';
 import { KeOpsError } from '../errors';
-import type { Dtype, FloatArray } from '../backend/plan';
+import type { CallArg, Dtype, FloatArray } from '../backend/plan';
 import type { Backend } from '../backend/runner';
+import type { FormulaVariable } from '../formula/aliases';
+import { parseFormula } from '../formula/index';
+import type { Node } from '../formula/node';
 import { MAX_KMIN_WIDTH } from '../formula/reductions';
 import { NodeGenred } from '../genred';
 import { PAIRS_PER_CALL } from '../jobs/chunked';
-import { INT32_INDEX_LIMIT, PartialReducer, PartialResult } from '../jobs/partial';
+import {
+  INT32_INDEX_LIMIT,
+  PartialReducer,
+  PartialResult,
+  type RowSlice,
+  unionSlices,
+} from '../jobs/partial';
 import type { RangeRowSource } from '../jobs/sources';
 import {
   allocateFloat,
@@ -32,10 +42,14 @@ import {
   type StorageDtype,
   type VectorSource,
 } from '../io/vector-source';
-import { type KnnMetric, type MetricDef, resolveMetric } from './metric';
+import { type KnnMetric, metricAliases, type MetricDef, resolveMetric } from './metric';
+import { type CandidateLists, emptyLists, listsFromKernel, mergeLists } from './state';
 
 /** Version of the search semantics, part of `hash`: bump it when results of the same inputs change. */
 const KNN_SEARCH_VERSION = 1;
+
+/** Ranks one kernel pass keeps per row (the KMin family's bound); more take several passes. */
+export const MAX_PASS_RANKS = MAX_KMIN_WIDTH;
 
 export interface KnnSearchSpec {
   /** Dimension of every query and base row. */
@@ -51,6 +65,8 @@ export interface KnnSearchSpec {
   readonly backend?: Backend;
   /** CPU threads per kernel call (default one per core). */
   readonly threads?: number;
+  /** @internal Ranks per kernel pass (default MAX_PASS_RANKS): smaller ones exercise the multi-pass search. */
+  readonly passRanks?: number;
 }
 
 /** k neighbours of `rows` query rows, row-major: ids (-1 past the base) and distances (+Infinity there). */
@@ -75,12 +91,10 @@ const SPEC_KEYS: ReadonlySet<string> = new Set([
   'dtype',
   'backend',
   'threads',
+  'passRanks',
 ]);
 
 const invalid = (message: string) => new KeOpsError('ERR_INVALID_ARGUMENT', message);
-
-/** The largest k: the kernel keeps at most MAX_KMIN_WIDTH ranks per row (one more is needed by excludeSelf). */
-export const MAX_KNN_K = MAX_KMIN_WIDTH;
 
 export class KnnSearch {
   readonly dim: number;
@@ -92,10 +106,14 @@ export class KnnSearch {
   readonly threads: number | undefined;
   /** Candidates kept per query row in partials: k, plus one for the query itself with excludeSelf. */
   readonly ranks: number;
+  /** Ranks per kernel pass: `ranks` when they fit one pass (MAX_PASS_RANKS), else several passes. */
+  readonly passRanks: number;
   /** Content hash (hex sha256) of what determines the results: version, dim, k, metric, excludeSelf, dtype. */
   readonly hash: string;
-  /** The engine reduction (KMin_ArgKMin over the metric formula, reduced over base rows) and its partials. */
+  /** The first pass: KMin_ArgKMin of the metric formula over base rows, `passRanks` ranks. */
   readonly reducer: PartialReducer;
+  /** Searches of several passes: the ranks after a row's last one so far, in (value, id) order. */
+  private readonly after: PartialReducer | undefined;
 
   constructor(spec: KnnSearchSpec) {
     if (typeof spec !== 'object' || spec === null) throw invalid('the k-NN search spec must be an object');
@@ -108,16 +126,16 @@ export class KnnSearch {
     }
     const excludeSelf = spec.excludeSelf ?? false;
     if (typeof excludeSelf !== 'boolean') throw invalid('excludeSelf must be a boolean');
-    const limit = MAX_KNN_K - (excludeSelf ? 1 : 0);
-    if (typeof k !== 'number' || !Number.isSafeInteger(k) || k < 1) {
+    if (typeof k !== 'number' || !Number.isSafeInteger(k) || k < 1 || k >= INT32_INDEX_LIMIT - 1) {
       throw invalid(`k must be an integer >= 1, got ${String(k)}`);
-    }
-    if (k > limit) {
-      throw invalid(`k = ${k} is above ${limit}, the most neighbours one search keeps per query`);
     }
     const dtype = spec.dtype ?? 'float32';
     if (dtype !== 'float32' && dtype !== 'float64') {
       throw new KeOpsError('ERR_ARG_DTYPE', `dtype must be 'float32' or 'float64', got ${String(dtype)}`);
+    }
+    const passLimit = spec.passRanks ?? MAX_PASS_RANKS;
+    if (!Number.isSafeInteger(passLimit) || passLimit < 1 || passLimit > MAX_PASS_RANKS) {
+      throw invalid(`passRanks must be an integer from 1 to ${MAX_PASS_RANKS}, got ${String(passLimit)}`);
     }
     const { def, formula } = resolveMetric(spec.metric ?? 'l2', dim);
     this.dim = dim;
@@ -128,16 +146,37 @@ export class KnnSearch {
     this.backend = spec.backend;
     this.threads = spec.threads;
     this.ranks = k + (excludeSelf ? 1 : 0);
-    this.reducer = new PartialReducer(
-      new NodeGenred(formula.node, {
-        reduction: 'KMin_ArgKMin',
-        k: this.ranks,
-        axis: 1,
-        variables: formula.variables,
-        backend: spec.backend,
-        threads: spec.threads,
-      }),
-    );
+    this.passRanks = Math.min(this.ranks, passLimit);
+    const reducerOf = (node: Node, variables: readonly FormulaVariable[]) =>
+      new PartialReducer(
+        new NodeGenred(node, {
+          reduction: 'KMin_ArgKMin',
+          k: this.passRanks,
+          axis: 1,
+          variables,
+          backend: spec.backend,
+          threads: spec.threads,
+        }),
+      );
+    this.reducer = reducerOf(formula.node, formula.variables);
+    if (this.ranks > this.passRanks) {
+      // Every pass of such a search runs this one kernel (the first one from t = -inf), so that a pair's value
+      // is the same in every pass: it admits the pairs after the row's last rank (t, u) in (value, id) order,
+      // ids split as (jh, jl) = (j >> 16, j & 0xffff), exact in float32; +infinity is never kept by the fold.
+      const aliases = [
+        ...metricAliases(dim),
+        't = Vi(1)',
+        'uh = Vi(1)',
+        'ul = Vi(1)',
+        'jh = Vj(1)',
+        'jl = Vj(1)',
+        'infinity = Pm(1)',
+      ];
+      const f = `(${def.formula})`;
+      const later = '((uh<jh)+(uh==jh)*(ul<jl))';
+      const after = parseFormula(`IfElse((t<${f})+(${f}==t)*${later}-1,${f},infinity)`, aliases);
+      this.after = reducerOf(after.node, after.variables);
+    }
     this.hash = createHash('sha256')
       .update(
         JSON.stringify([
@@ -151,7 +190,6 @@ export class KnnSearch {
           def.negate,
           excludeSelf,
           dtype,
-          this.reducer.reductionHash,
         ]),
       )
       .digest('hex');
@@ -202,22 +240,18 @@ export class KnnSearch {
         { cause: e },
       );
     }
-    if (!ArrayBuffer.isView(stored) || stored.length !== (end - start) * this.dim) {
+    const length = ArrayBuffer.isView(stored) ? stored.length : undefined;
+    if (length !== (end - start) * this.dim || stored.byteLength !== length * STORAGE_BYTES[source.dtype]) {
       throw new KeOpsError(
         'ERR_SOURCE',
-        `${source.name}: rows [${start}, ${end}) came back as ${ArrayBuffer.isView(stored) ? stored.length : 'no'} values, expected ${(end - start) * this.dim}`,
-      );
-    }
-    if (stored.byteLength !== stored.length * STORAGE_BYTES[source.dtype]) {
-      throw new KeOpsError(
-        'ERR_SOURCE',
-        `${source.name}: rows [${start}, ${end}) are not ${source.dtype} values`,
+        `${source.name}: rows [${start}, ${end}) came back as ${length ?? 'no'} values, ` +
+          `expected ${(end - start) * this.dim} ${source.dtype} values`,
       );
     }
     return this.convertRows(stored, source.dtype, target);
   }
 
-  /** `source` as a row source of a chunked run (reduceChunked), converted chunk by chunk. */
+  /** Rows [offset, offset + rows) of `source` as a row source of a chunked run, converted chunk by chunk. */
   rowSource(source: VectorSource, offset = 0, rows = source.rows - offset): RangeRowSource {
     return {
       rows,
@@ -228,12 +262,12 @@ export class KnnSearch {
 
   /** The partial of `queryRows` rows over no base row (the identity of merge). */
   empty(queryRows: number): PartialResult {
-    return this.reducer.empty(queryRows, this.dtype);
+    return this.partialOf(emptyLists(queryRows, this.ranks), queryRows, []);
   }
 
   /**
    * The best `ranks` candidates of each query row among `baseRows`, which are the global base rows
-   * [baseStart, baseStart + n). Both arrays are rows in the compute dtype (readRows / convertRows).
+   * [baseStart, baseStart + n). Both arrays are rows in the compute dtype, as readRows / convertRows give them.
    */
   async partial(
     queryRows: FloatArray,
@@ -253,66 +287,67 @@ export class KnnSearch {
       );
     }
     if (typeof options !== 'object' || options === null) throw invalid('options must be an object');
-    const { signal, device } = options;
-    checkAbort(signal);
-    if (n === 0) return this.empty(m);
-    if (m === 0) {
-      const none = new Float64Array(0);
-      const ops = this.reducer.ops;
-      const slices = [[baseStart, baseStart + n] as const];
-      return new PartialResult(
-        this.reducer.reductionHash,
-        this.dtype,
-        0,
-        ops.dimVal,
-        ops.dimIdx,
-        slices,
-        none,
-        none,
-      );
+    checkAbort(options.signal);
+    const lists = emptyLists(m, this.ranks);
+    if (m > 0) {
+      // Pieces of at most PAIRS_PER_CALL pairs: an abort is seen between them.
+      const size = Math.max(1, Math.floor(PAIRS_PER_CALL / m));
+      for (let a = 0; a < n; a += size) {
+        const z = Math.min(n, a + size);
+        const piece = await this.searchPiece(
+          queryRows,
+          m,
+          baseRows.subarray(a * this.dim, z * this.dim),
+          z - a,
+          baseStart + a,
+          options,
+        );
+        mergeLists(lists, piece, m, this.ranks);
+      }
     }
-    // Pieces of at most PAIRS_PER_CALL pairs: an abort is seen between them.
-    const size = Math.max(1, Math.floor(PAIRS_PER_CALL / m));
-    const parts: PartialResult[] = [];
-    for (let a = 0; a < n; a += size) {
-      checkAbort(signal);
-      const z = Math.min(n, a + size);
-      const raw = await this.reducer.stateRunner.callRaw(
-        [queryRows, baseRows.subarray(a * this.dim, z * this.dim)],
-        { backend: this.backend, threads: this.threads, device, signal },
-      );
-      parts.push(this.reducer.fromRaw(raw, baseStart + a));
-    }
-    return parts.length === 1 ? parts[0] : this.reducer.merge(parts);
+    return this.partialOf(lists, m, n > 0 ? [[baseStart, baseStart + n]] : []);
   }
 
-  /** Merges partials of the same query rows over disjoint base slices (in any order: the same bytes). */
+  /**
+   * Merges partials of the same query rows over disjoint base slices: in any order, the same bytes.
+   * ERR_PARTIAL_MISMATCH for partials of another search or row count, or overlapping slices.
+   */
   merge(partials: readonly PartialResult[]): PartialResult {
-    return this.reducer.merge(partials);
+    if (!Array.isArray(partials) || partials.length === 0) {
+      throw invalid('merge needs a non-empty array of partial results');
+    }
+    partials.forEach((p) => this.checkPartial(p));
+    const rows = partials[0].rows;
+    for (const p of partials) {
+      if (p.rows !== rows) {
+        throw new KeOpsError(
+          'ERR_PARTIAL_MISMATCH',
+          `cannot merge partial results of ${p.rows} and ${rows} query rows`,
+        );
+      }
+    }
+    const slices = unionSlices(partials.map((p) => p.slices));
+    const lists = { val: partials[0].val.slice(), idx: partials[0].idx.slice() };
+    for (const p of partials.slice(1)) mergeLists(lists, p, rows, this.ranks);
+    return this.partialOf(lists, rows, slices);
   }
 
   /** Parses a serialised partial of this search (PartialResult.toBytes). */
   fromBytes(bytes: Uint8Array): PartialResult {
-    return this.reducer.fromBytes(bytes);
+    const p = PartialResult.fromBytes(bytes);
+    this.checkPartial(p);
+    return p;
   }
 
   /** The neighbours of a partial's query rows, which are the global query rows [queryStart, ...). */
   finish(partial: PartialResult, queryStart = 0): KnnRows {
-    if (partial.reduction !== this.reducer.reductionHash) {
-      throw new KeOpsError('ERR_PARTIAL_MISMATCH', 'the partial result belongs to another search');
-    }
-    if (partial.dtype !== this.dtype) {
-      throw new KeOpsError(
-        'ERR_PARTIAL_MISMATCH',
-        `a ${partial.dtype} partial result, the search is ${this.dtype}`,
-      );
-    }
+    this.checkPartial(partial);
     return this.finishState(partial.val, partial.idx, partial.rows, queryStart);
   }
 
   /**
-   * @internal Neighbours from KMin_ArgKMin states: `rows` rows of `ranks` values and indices each, ordered by
-   * (value, index), unreached slots index -1.
+   * @internal Neighbours from candidate lists: `rows` rows of `ranks` values and ids each, ordered by
+   * (value, id), unreached slots id -1.
    */
   finishState(
     values: ArrayLike<number>,
@@ -348,6 +383,110 @@ export class KnnSearch {
     return { ids, distances, rows, k };
   }
 
+  /**
+   * The best `ranks` candidates of `m` query rows among `n` base rows whose first is global row `start`: one
+   * kernel pass when they fit, else passes of `passRanks` each, every pass the ranks after the row's last one,
+   * until a row has its ranks or the base has no more rows for it.
+   */
+  private async searchPiece(
+    q: FloatArray,
+    m: number,
+    b: FloatArray,
+    n: number,
+    start: number,
+    options: KnnPartialOptions,
+  ): Promise<CandidateLists> {
+    const { ranks, passRanks: P, dim, dtype } = this;
+    if (this.after === undefined) {
+      return listsFromKernel(await this.call(this.reducer, [q, b], options), m, ranks, start);
+    }
+    const jh = allocateFloat(dtype, n);
+    const jl = allocateFloat(dtype, n);
+    for (let j = 0; j < n; j++) {
+      jh[j] = Math.floor(j / 65536);
+      jl[j] = j % 65536;
+    }
+    const infinity = allocateFloat(dtype, 1).fill(Infinity);
+    const lists = emptyLists(m, ranks); // local ids until the end
+    const count = new Int32Array(m);
+    const open = new Uint8Array(m).fill(1); // rows that may have more candidates
+    for (;;) {
+      const active: number[] = [];
+      for (let r = 0; r < m; r++) if (open[r] === 1) active.push(r);
+      if (active.length === 0) break;
+      checkAbort(options.signal);
+      const A = active.length;
+      const qa = A === m ? q : allocateFloat(dtype, A * dim);
+      const [t, uh, ul] = [0, 1, 2].map(() => allocateFloat(dtype, A));
+      active.forEach((r, a) => {
+        if (qa !== q) qa.set(q.subarray(r * dim, (r + 1) * dim), a * dim);
+        const last = r * ranks + count[r] - 1;
+        const u = count[r] === 0 ? -1 : lists.idx[last];
+        t[a] = count[r] === 0 ? -Infinity : lists.val[last];
+        uh[a] = u < 0 ? -1 : Math.floor(u / 65536);
+        ul[a] = u < 0 ? -1 : u % 65536;
+      });
+      const raw = await this.call(this.after, [qa, b, t, uh, ul, jh, jl, infinity], options);
+      active.forEach((r, a) => {
+        let got = 0;
+        for (let s = a * P; s < (a + 1) * P && raw.val[s] !== Infinity; s++, got++) {
+          if (count[r] === ranks) continue;
+          lists.val[r * ranks + count[r]] = raw.val[s];
+          lists.idx[r * ranks + count[r]] = raw.idx[s];
+          count[r]++;
+        }
+        // Fewer than P after the last rank: the base has no more for this row.
+        open[r] = got === P && count[r] < ranks ? 1 : 0;
+      });
+    }
+    for (let s = 0; s < lists.idx.length; s++) if (lists.idx[s] >= 0) lists.idx[s] += start;
+    return lists;
+  }
+
+  private async call(
+    reducer: PartialReducer,
+    args: CallArg[],
+    options: KnnPartialOptions,
+  ): Promise<{ val: FloatArray; idx: Int32Array }> {
+    return reducer.stateRunner.callRaw(args, {
+      backend: this.backend,
+      threads: this.threads,
+      device: options.device,
+      signal: options.signal,
+    });
+  }
+
+  private partialOf(lists: CandidateLists, rows: number, slices: readonly RowSlice[]): PartialResult {
+    return new PartialResult(
+      this.hash,
+      this.dtype,
+      rows,
+      this.ranks,
+      this.ranks,
+      slices,
+      lists.val,
+      lists.idx,
+    );
+  }
+
+  private checkPartial(p: PartialResult): void {
+    if (!(p instanceof PartialResult)) {
+      throw invalid('expected a PartialResult (use fromBytes to parse bytes)');
+    }
+    if (p.reduction !== this.hash) {
+      throw new KeOpsError(
+        'ERR_PARTIAL_MISMATCH',
+        `the partial result belongs to another search (hash ${p.reduction.slice(0, 12)}…, this one is ${this.hash.slice(0, 12)}…)`,
+      );
+    }
+    if (p.dtype !== this.dtype || p.dimVal !== this.ranks || p.dimIdx !== this.ranks) {
+      throw new KeOpsError(
+        'ERR_PARTIAL_MISMATCH',
+        `the partial result is not a ${this.dtype} state of ${this.ranks} ranks per row`,
+      );
+    }
+  }
+
   private rowCount(rows: unknown, what: string): number {
     const expected = this.dtype === 'float32' ? Float32Array : Float64Array;
     if (!(rows instanceof expected)) {
@@ -367,6 +506,7 @@ export class KnnSearch {
 }
 
 function checkAbort(signal: AbortSignal | undefined): void {
-  if (signal?.aborted)
+  if (signal?.aborted) {
     throw new KeOpsError('ERR_ABORTED', 'the k-NN search was aborted', { cause: signal.reason });
+  }
 }
