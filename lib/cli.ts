@@ -17,6 +17,8 @@ import { planCommand } from './cli/plan';
 import { shardCommand } from './cli/shard';
 import { submitCommand } from './cli/submit';
 import { workerCommand } from './cli/worker';
+import { CONVERT_SUMMARY, convertCommand } from './cli/convert';
+import { RECALL_SUMMARY, recallCommand } from './cli/recall';
 
 /** Where the command writes (process.stdout / stderr, or a test's buffers). */
 export interface CliIo {
@@ -98,6 +100,8 @@ const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
     summary: 'run a job plan on the workers of a Redis queue and wait for its outputs',
     main: (args, io) => submitCommand(args, io),
   },
+  convert: { usage: 'IN OUT [options]', summary: CONVERT_SUMMARY, main: convertCommand },
+  recall: { usage: '--result FILE --truth FILE [-k K]', summary: RECALL_SUMMARY, main: recallCommand },
 };
 
 const HELP_FLAGS = ['--help', '-h'];

@@ -185,3 +185,10 @@ export {
   type VectorFileWriter,
   type VectorFileWriterOptions,
 } from './io/vector-writer';
+export { type ConversionRule, conversionRule, convertStorage } from './io/convert-storage';
+export {
+  convertVectorFile,
+  type ConvertVectorFileOptions,
+  type ConvertVectorFileResult,
+} from './io/convert-file';
+export { type IdTable, recall, type RecallOptions, type RecallResult } from './knn/recall';
