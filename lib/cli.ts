@@ -12,11 +12,11 @@ import { packageVersion } from './backend/package-root';
 import { isKeOpsError } from './errors';
 import { describeRuntime } from './runtime-summary';
 import { GRAPH_USAGE, graphCommand } from './cli/graph';
-import { mergeCommand } from './cli/merge';
-import { planCommand } from './cli/plan';
-import { shardCommand } from './cli/shard';
-import { submitCommand } from './cli/submit';
-import { workerCommand } from './cli/worker';
+import { MERGE_SUMMARY, mergeCommand } from './cli/merge';
+import { PLAN_SUMMARY, planCommand } from './cli/plan';
+import { SHARD_SUMMARY, shardCommand } from './cli/shard';
+import { SUBMIT_SUMMARY, submitCommand } from './cli/submit';
+import { WORKER_SUMMARY, workerCommand } from './cli/worker';
 import { CONVERT_SUMMARY, convertCommand } from './cli/convert';
 import { RECALL_SUMMARY, recallCommand } from './cli/recall';
 
@@ -75,31 +75,11 @@ const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
         err: (text) => io.err(text.replace(/\n$/, '')),
       }),
   },
-  plan: {
-    usage: 'PLAN.json [options]',
-    summary: 'write the plan of a k-NN or reduction job cut into shards (for shard, merge, submit)',
-    main: (args, io) => planCommand(args, io),
-  },
-  shard: {
-    usage: '--plan FILE --index I',
-    summary: 'run one shard of a job plan (Kubernetes Indexed Jobs, Slurm arrays, AWS Batch arrays)',
-    main: (args, io) => shardCommand(args, io),
-  },
-  merge: {
-    usage: '--plan FILE',
-    summary: "check a job plan's shard results and write its outputs",
-    main: (args, io) => mergeCommand(args, io),
-  },
-  worker: {
-    usage: '--redis URL [options]',
-    summary: 'run shards of submitted job plans from a Redis queue (BullMQ)',
-    main: (args, io) => workerCommand(args, io),
-  },
-  submit: {
-    usage: '--plan FILE --redis URL',
-    summary: 'run a job plan on the workers of a Redis queue and wait for its outputs',
-    main: (args, io) => submitCommand(args, io),
-  },
+  plan: { usage: 'PLAN.json [options]', summary: PLAN_SUMMARY, main: planCommand },
+  shard: { usage: '--plan FILE --index I', summary: SHARD_SUMMARY, main: shardCommand },
+  merge: { usage: '--plan FILE', summary: MERGE_SUMMARY, main: mergeCommand },
+  worker: { usage: '--redis URL [options]', summary: WORKER_SUMMARY, main: (args, io) => workerCommand(args, io) },
+  submit: { usage: '--plan FILE --redis URL', summary: SUBMIT_SUMMARY, main: submitCommand },
   convert: { usage: 'IN OUT [options]', summary: CONVERT_SUMMARY, main: convertCommand },
   recall: { usage: '--result FILE --truth FILE [-k K]', summary: RECALL_SUMMARY, main: recallCommand },
 };

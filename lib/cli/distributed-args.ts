@@ -1,68 +1,25 @@
 /**
- * What the distributed-job commands (plan, shard, merge, worker, submit) share: a commander program that writes
- * through the command's io and never exits the process, option parsers, and the exit-code convention (0 done,
- * 1 the job failed with a KeOpsError, printed with its code first; 2 bad arguments).
+ * What the distributed-job commands (plan, shard, merge, worker, submit) share beyond commander-io.ts: usage
+ * errors found after parsing (`command.error(...)` inside `run`, exit 2) and the --device and seconds options.
  */
-import { Command, CommanderError, InvalidArgumentError, type OptionValues } from 'commander';
-import { isKeOpsError } from '../errors';
+import { type Command, CommanderError, InvalidArgumentError } from 'commander';
 import type { Backend } from '../backend/runner';
+import { type CommandOutput, EXIT_USAGE, runCommand } from './commander-io';
 
-/** Where a command writes: whole lines, without their newline. */
-export interface CommandLineIo {
-  out(text: string): void;
-  err(text: string): void;
-}
-
-export function program(name: string, description: string, io: CommandLineIo, helpAfter: string): Command {
-  const strip = (text: string) => text.replace(/\n$/, '');
-  return new Command(`keops-node ${name}`)
-    .description(description)
-    .addHelpText('after', helpAfter)
-    .helpOption('-h, --help', 'this help')
-    .allowExcessArguments(false)
-    .exitOverride()
-    .configureOutput({
-      writeOut: (text) => io.out(strip(text)),
-      writeErr: (text) => io.err(strip(text)),
-    });
-}
-
-/**
- * Parses argv with the program: its options, or the exit code to return (0 after --help, 2 for bad arguments,
- * commander having printed why).
- */
-export function parseOrExit<T extends OptionValues>(command: Command, argv: readonly string[], io: CommandLineIo): T | number {
+/** runCommand, where `run` may also reject the arguments with `parsed.error(message)` (exit 2). */
+export async function runDistributedCommand(
+  name: string,
+  command: Command,
+  argv: readonly string[],
+  io: CommandOutput,
+  run: (parsed: Command) => Promise<void>,
+): Promise<number> {
   try {
-    command.parse([...argv], { from: 'user' });
-    return command.opts<T>();
+    return await runCommand(name, command, argv, io, run);
   } catch (e) {
-    if (!(e instanceof CommanderError)) throw e;
-    if (e.code === 'commander.helpDisplayed' || e.code === 'commander.help') return 0;
-    io.err(`usage: ${command.name()} ${command.usage()}  (--help for all)`);
-    return 2;
+    if (e instanceof CommanderError) return EXIT_USAGE;
+    throw e;
   }
-}
-
-/** Runs the command's work: 0, or 1 with "keops-node NAME: ERR_CODE: message" for a KeOpsError. */
-export async function runReporting(name: string, io: CommandLineIo, work: () => Promise<void>): Promise<number> {
-  try {
-    await work();
-    return 0;
-  } catch (e) {
-    if (!isKeOpsError(e)) throw e;
-    io.err(`keops-node ${name}: ${e.code}: ${e.message}`);
-    return 1;
-  }
-}
-
-export function integerAtLeast(min: number) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!/^\s*\d+\s*$/.test(value) || !Number.isSafeInteger(n) || n < min) {
-      throw new InvalidArgumentError(`expected an integer >= ${min}`);
-    }
-    return n;
-  };
 }
 
 /** Where shards run: --device cpu | auto | cuda | 0,1 (GPU ordinals). */
@@ -75,7 +32,7 @@ export function deviceArgument(value: string): DeviceChoice {
   if (value === 'cpu' || value === 'auto' || value === 'cuda') return { backend: value };
   const parts = value.split(',').map((p) => p.trim());
   if (parts.some((p) => !/^\d+$/.test(p))) {
-    throw new InvalidArgumentError("expected cpu, auto, cuda or GPU ordinals such as 0,1");
+    throw new InvalidArgumentError('expected cpu, auto, cuda or GPU ordinals such as 0,1');
   }
   const devices = parts.map(Number);
   if (new Set(devices).size !== devices.length) throw new InvalidArgumentError('a GPU is listed twice');

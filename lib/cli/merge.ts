@@ -5,7 +5,8 @@
 import { readPlan } from '../distributed/plan';
 import { mergePlan } from '../distributed/shards';
 import { fileStorage } from '../distributed/storage';
-import { type CommandLineIo, parseOrExit, program, runReporting } from './distributed-args';
+import { type CommandOutput, newCommand } from './commander-io';
+import { runDistributedCommand } from './distributed-args';
 
 const HELP_AFTER = `
 Reads the plan's shard results in plan order (each query slice's shards by base slice), so the outputs
@@ -14,14 +15,15 @@ with ERR_SHARD naming the shard and its file; nothing is then written to the out
 
 Exit codes: 0 outputs written, 1 failed (the message starts with the error code), 2 bad arguments.`;
 
-export async function mergeCommand(argv: readonly string[], io: CommandLineIo): Promise<number> {
-  const command = program('merge', "merge a job plan's shard results into its outputs", io, HELP_AFTER).requiredOption(
-    '--plan <file>',
-    'the plan (keops-node plan)',
-  );
-  const args = parseOrExit<{ plan: string }>(command, argv, io);
-  if (typeof args === 'number') return args;
-  return runReporting('merge', io, async () => {
+export const MERGE_SUMMARY = "check a job plan's shard results and write its outputs";
+
+export function mergeCommand(argv: readonly string[], io: CommandOutput): Promise<number> {
+  const command = newCommand('merge', io)
+    .description(MERGE_SUMMARY)
+    .addHelpText('after', HELP_AFTER)
+    .requiredOption('--plan <file>', 'the plan (keops-node plan)');
+  return runDistributedCommand('merge', command, argv, io, async (parsed) => {
+    const args = parsed.opts<{ plan: string }>();
     const plan = await readPlan(args.plan);
     const result = await mergePlan(plan, { storage: fileStorage() });
     io.out(`merged ${result.shards} shards (${result.queryRows} rows)`);

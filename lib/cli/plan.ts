@@ -3,18 +3,13 @@
  * job (--formula), cut into shards, for `keops-node shard`, `keops-node merge`, `keops-node submit` and the
  * workers (lib/distributed).
  */
-import { InvalidArgumentError, Option, type OptionValues } from 'commander';
+import { InvalidArgumentError, Option } from 'commander';
 import { KNN_METRICS, type KnnMetricName } from '../knn/metric';
 import { createKnnPlan, createReductionPlan, type PlanLayout } from '../distributed/planner';
 import { defaultShardDir, shardCount, writePlan } from '../distributed/plan';
 import { fileStorage } from '../distributed/storage';
-import {
-  type CommandLineIo,
-  integerAtLeast,
-  parseOrExit,
-  program,
-  runReporting,
-} from './distributed-args';
+import { type CommandOutput, integerOption, newCommand } from './commander-io';
+import { runDistributedCommand } from './distributed-args';
 import { splitAliases } from './graph';
 
 const HELP_AFTER = `
@@ -31,7 +26,7 @@ or with Redis: keops-node submit --plan PLAN.json --redis URL, and keops-node wo
 
 Exit codes: 0 plan written, 1 failed (the message starts with the error code), 2 bad arguments.`;
 
-interface PlanArguments extends OptionValues {
+interface PlanArguments {
   base?: string;
   queries?: string;
   k?: number;
@@ -68,12 +63,16 @@ function namedPairs(list: readonly string[] | undefined, what: string): Map<stri
   return out;
 }
 
-export async function planCommand(argv: readonly string[], io: CommandLineIo): Promise<number> {
-  const command = program('plan', 'write the plan of a k-NN or reduction job cut into shards', io, HELP_AFTER)
+export const PLAN_SUMMARY = 'write the plan of a k-NN or reduction job cut into shards (for shard, merge, submit)';
+
+export function planCommand(argv: readonly string[], io: CommandOutput): Promise<number> {
+  const command = newCommand('plan', io)
+    .description(PLAN_SUMMARY)
+    .addHelpText('after', HELP_AFTER)
     .argument('<plan>', 'the plan file to write (JSON)')
     .option('--base <file>', 'k-NN: the base vectors')
     .option('--queries <file>', 'k-NN: the query vectors (default: the base, with --exclude-self)')
-    .option('-k <k>', 'k-NN: neighbours per query; KMin-type reductions: K', integerAtLeast(1))
+    .option('-k <k>', 'k-NN: neighbours per query; KMin-type reductions: K', integerOption(1))
     .option('--ids <file>', 'k-NN: the ids output (.ibin, .ivecs, .npy)')
     .option('--distances <file>', 'k-NN: the distances output (.fbin, .fvecs, .npy)')
     .addOption(new Option('--metric <metric>', 'k-NN metric').choices(KNN_METRICS).default('l2'))
@@ -88,55 +87,49 @@ export async function planCommand(argv: readonly string[], io: CommandLineIo): P
     .option('--values <file>', 'reduction: the values output')
     .option('--indices <file>', 'reduction: the indices output (ArgMin, ArgKMin, ...)')
     .addOption(new Option('--dtype <dtype>', 'compute dtype').choices(['float32', 'float64']))
-    .option('--shards <n>', 'shorthand for --query-slices N', integerAtLeast(1))
-    .option('--query-slices <n>', 'slices of the query (output) rows (default 1)', integerAtLeast(1))
-    .option('--base-slices <n>', 'slices of the base (reduced) rows (default 1)', integerAtLeast(1))
-    .option('--chunk-rows <n>', 'base rows per kernel call inside a shard (default 65536)', integerAtLeast(1))
+    .option('--shards <n>', 'shorthand for --query-slices N', integerOption(1))
+    .option('--query-slices <n>', 'slices of the query (output) rows (default 1)', integerOption(1))
+    .option('--base-slices <n>', 'slices of the base (reduced) rows (default 1)', integerOption(1))
+    .option('--chunk-rows <n>', 'base rows per kernel call inside a shard (default 65536)', integerOption(1))
     .option('--shard-dir <dir>', 'where shard results go (default: PLAN.shards beside the plan)');
-  const args = parseOrExit<PlanArguments>(command, argv, io);
-  if (typeof args === 'number') return args;
-  const planPath = command.args[0];
-  const usage = (message: string) => {
-    io.err(`keops-node plan: ${message}\nusage: ${command.name()} ${command.usage()}  (--help for all)`);
-    return 2;
-  };
-  if (args.shards !== undefined && args.querySlices !== undefined) {
-    return usage('give --shards or --query-slices, not both');
-  }
-  const layout: PlanLayout = {
-    querySlices: args.shards ?? args.querySlices,
-    baseSlices: args.baseSlices,
-    chunkRows: args.chunkRows,
-    shardDir: args.shardDir ?? defaultShardDir(planPath),
-  };
-  const isReduction = args.formula !== undefined;
-  let inputs: Map<string, string>;
-  let params: Map<string, string>;
-  try {
-    inputs = namedPairs(args.input, '--input');
-    params = namedPairs(args.param, '--param');
-  } catch (e) {
-    return usage((e as Error).message);
-  }
-  if (!isReduction) {
-    if (args.base === undefined || args.k === undefined) {
-      return usage('a k-NN plan needs --base and -k (or a reduction: --formula)');
+  return runDistributedCommand('plan', command, argv, io, async (parsed) => {
+    const args = parsed.opts<PlanArguments>();
+    const planPath = parsed.args[0];
+    const usage = (message: string): never => parsed.error(`error: ${message}`);
+    if (args.shards !== undefined && args.querySlices !== undefined) usage('give --shards or --query-slices, not both');
+    let inputs: Map<string, string> = new Map();
+    let params: Map<string, string> = new Map();
+    try {
+      inputs = namedPairs(args.input, '--input');
+      params = namedPairs(args.param, '--param');
+    } catch (e) {
+      usage((e as Error).message);
     }
-    if (args.queries === undefined && args.excludeSelf !== true) {
-      return usage('--queries is required, unless --exclude-self (the base is then its own query set)');
+    const isReduction = args.formula !== undefined;
+    if (!isReduction) {
+      if (args.base === undefined || args.k === undefined) {
+        usage('a k-NN plan needs --base and -k (or a reduction: --formula)');
+      }
+      if (args.queries === undefined && args.excludeSelf !== true) {
+        usage('--queries is required, unless --exclude-self (the base is then its own query set)');
+      }
+      if (args.ids === undefined && args.distances === undefined) usage('give --ids and/or --distances');
+    } else if (args.values === undefined && args.indices === undefined) {
+      usage('give --values and/or --indices');
     }
-    if (args.ids === undefined && args.distances === undefined) return usage('give --ids and/or --distances');
-  } else if (args.values === undefined && args.indices === undefined) {
-    return usage('give --values and/or --indices');
-  }
-  const parameters: Record<string, number[]> = {};
-  for (const [name, text] of params) {
-    const values = text.split(',').map((v) => Number(v.trim()));
-    if (values.some((v) => !Number.isFinite(v))) return usage(`--param ${name}: expected comma-separated numbers`);
-    parameters[name] = values;
-  }
-  const storage = fileStorage();
-  return runReporting('plan', io, async () => {
+    const parameters: Record<string, number[]> = {};
+    for (const [name, text] of params) {
+      const values = text.split(',').map((v) => Number(v.trim()));
+      if (values.some((v) => !Number.isFinite(v))) usage(`--param ${name}: expected comma-separated numbers`);
+      parameters[name] = values;
+    }
+    const layout: PlanLayout = {
+      querySlices: args.shards ?? args.querySlices,
+      baseSlices: args.baseSlices,
+      chunkRows: args.chunkRows,
+      shardDir: args.shardDir ?? defaultShardDir(planPath),
+    };
+    const storage = fileStorage();
     const plan = isReduction
       ? await createReductionPlan(
           {

@@ -5,18 +5,10 @@
  * ($AWS_BATCH_JOB_ARRAY_INDEX).
  */
 import { describeShard, readPlan, shardSpec } from '../distributed/plan';
-import type { OptionValues } from 'commander';
 import { runShard } from '../distributed/shards';
 import { fileStorage } from '../distributed/storage';
-import {
-  type CommandLineIo,
-  type DeviceChoice,
-  deviceArgument,
-  integerAtLeast,
-  parseOrExit,
-  program,
-  runReporting,
-} from './distributed-args';
+import { type CommandOutput, integerOption, newCommand } from './commander-io';
+import { type DeviceChoice, deviceArgument, runDistributedCommand } from './distributed-args';
 
 const HELP_AFTER = `
 Runs shard I of the plan (0 <= I < the plan's shard count) on this machine and writes its result to the
@@ -25,7 +17,7 @@ computes it again. Results do not depend on the machine, --threads or where the 
 
 Exit codes: 0 done, 1 failed (the message starts with the error code), 2 bad arguments.`;
 
-interface ShardArguments extends OptionValues {
+interface ShardArguments {
   plan: string;
   index: number;
   device?: DeviceChoice;
@@ -33,20 +25,22 @@ interface ShardArguments extends OptionValues {
   force?: boolean;
 }
 
-export async function shardCommand(argv: readonly string[], io: CommandLineIo): Promise<number> {
-  const command = program('shard', 'run one shard of a job plan', io, HELP_AFTER)
+export const SHARD_SUMMARY = 'run one shard of a job plan (Kubernetes Indexed Jobs, Slurm arrays, AWS Batch arrays)';
+
+export function shardCommand(argv: readonly string[], io: CommandOutput): Promise<number> {
+  const command = newCommand('shard', io)
+    .description(SHARD_SUMMARY)
+    .addHelpText('after', HELP_AFTER)
     .requiredOption('--plan <file>', 'the plan (keops-node plan)')
-    .requiredOption('--index <i>', 'the shard to run', integerAtLeast(0))
+    .requiredOption('--index <i>', 'the shard to run', integerOption(0))
     .option('--device <where>', 'cpu, auto (default), cuda, or one GPU ordinal', deviceArgument)
-    .option('--threads <n>', 'CPU threads (default: one per core)', integerAtLeast(1))
+    .option('--threads <n>', 'CPU threads (default: one per core)', integerOption(1))
     .option('--force', 'compute the shard even when its result is already stored');
-  const args = parseOrExit<ShardArguments>(command, argv, io);
-  if (typeof args === 'number') return args;
-  if ((args.device?.devices?.length ?? 0) > 1) {
-    io.err('keops-node shard: --device takes one GPU ordinal (a shard runs on one device)');
-    return 2;
-  }
-  return runReporting('shard', io, async () => {
+  return runDistributedCommand('shard', command, argv, io, async (parsed) => {
+    const args = parsed.opts<ShardArguments>();
+    if ((args.device?.devices?.length ?? 0) > 1) {
+      parsed.error('error: --device takes one GPU ordinal (a shard runs on one device)');
+    }
     const plan = await readPlan(args.plan);
     const result = await runShard(plan, args.index, {
       storage: fileStorage(),

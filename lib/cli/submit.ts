@@ -2,17 +2,10 @@
  * `keops-node submit --plan PLAN.json --redis URL`: queues a job plan on Redis (BullMQ: one job per shard, then
  * the merge) and waits for `keops-node worker` processes to run it, printing progress.
  */
-import type { OptionValues } from 'commander';
 import { performance } from 'node:perf_hooks';
 import { type JobProgress, submitPlan } from '../distributed/queue';
-import {
-  type CommandLineIo,
-  integerAtLeast,
-  parseOrExit,
-  program,
-  runReporting,
-  secondsArgument,
-} from './distributed-args';
+import { type CommandOutput, integerOption, newCommand } from './commander-io';
+import { runDistributedCommand, secondsArgument } from './distributed-args';
 
 const HELP_AFTER = `
 The plan file must be readable at the same path by the workers. A shard that fails is retried --attempts
@@ -22,7 +15,7 @@ the job (ERR_QUEUE, with the shard's own error). Shards of workers that die are 
 Exit codes: 0 outputs written, 1 failed (ERR_QUEUE: Redis unreachable, a shard or the merge failed, or
 --timeout passed), 2 bad arguments.`;
 
-interface SubmitArguments extends OptionValues {
+interface SubmitArguments {
   plan: string;
   redis: string;
   queue?: string;
@@ -38,20 +31,23 @@ export function progressLine(p: JobProgress, seconds: number): string {
   return `${p.shardsDone}/${p.shardsTotal} shards, ${share.toFixed(1)}% of pairs, ${seconds.toFixed(1)} s`;
 }
 
-export async function submitCommand(argv: readonly string[], io: CommandLineIo): Promise<number> {
-  const command = program('submit', 'run a job plan on the workers of a Redis queue and wait', io, HELP_AFTER)
+export const SUBMIT_SUMMARY = 'run a job plan on the workers of a Redis queue and wait for its outputs';
+
+export function submitCommand(argv: readonly string[], io: CommandOutput): Promise<number> {
+  const command = newCommand('submit', io)
+    .description(SUBMIT_SUMMARY)
+    .addHelpText('after', HELP_AFTER)
     .requiredOption('--plan <file>', 'the plan (keops-node plan), at a path the workers can read')
     .requiredOption('--redis <url>', 'redis://host:port[/db]')
     .option('--queue <name>', "queue name prefix (default 'keops')")
-    .option('--attempts <n>', 'tries per shard (default 3)', integerAtLeast(1))
+    .option('--attempts <n>', 'tries per shard (default 3)', integerOption(1))
     .option('--backoff <seconds>', 'first retry delay, doubled at each retry (default 1)', secondsArgument)
     .option('--timeout <seconds>', 'give up waiting after this long (the queued shards stay queued)', secondsArgument)
     .option('--progress-interval <seconds>', 'seconds between progress lines (default 5)', secondsArgument, 5);
-  const args = parseOrExit<SubmitArguments>(command, argv, io);
-  if (typeof args === 'number') return args;
-  const started = performance.now();
-  let lastLine = -Infinity;
-  return runReporting('submit', io, async () => {
+  return runDistributedCommand('submit', command, argv, io, async (parsed) => {
+    const args = parsed.opts<SubmitArguments>();
+    const started = performance.now();
+    let lastLine = -Infinity;
     const result = await submitPlan(args.plan, {
       redis: args.redis,
       queue: args.queue,

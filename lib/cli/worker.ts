@@ -3,19 +3,10 @@
  * job plans (and their merges) from Redis and runs them, until SIGINT or SIGTERM (then it finishes the running
  * shards and exits 0; a second signal ends it at once, and its shards go to other workers).
  */
-import type { OptionValues } from 'commander';
 import { startWorker } from '../distributed/queue';
 import { fileStorage } from '../distributed/storage';
-import {
-  type CommandLineIo,
-  type DeviceChoice,
-  deviceArgument,
-  integerAtLeast,
-  parseOrExit,
-  program,
-  runReporting,
-  secondsArgument,
-} from './distributed-args';
+import { type CommandOutput, integerOption, newCommand } from './commander-io';
+import { type DeviceChoice, deviceArgument, runDistributedCommand, secondsArgument } from './distributed-args';
 
 const HELP_AFTER = `
 Start one worker per machine (or per GPU group) with access to the plans' files at the same paths. Each
@@ -25,7 +16,7 @@ harmless. A shard that fails is retried with backoff, as many times as the submi
 
 Exit codes: 0 stopped by SIGINT / SIGTERM, 1 failed (e.g. ERR_QUEUE: Redis unreachable), 2 bad arguments.`;
 
-interface WorkerArguments extends OptionValues {
+interface WorkerArguments {
   redis: string;
   queue?: string;
   concurrency?: number;
@@ -40,22 +31,25 @@ export interface WorkerCommandEnv {
   readonly signals: Pick<NodeJS.Process, 'once' | 'off'>;
 }
 
-export async function workerCommand(
+export const WORKER_SUMMARY = 'run shards of submitted job plans from a Redis queue (BullMQ)';
+
+export function workerCommand(
   argv: readonly string[],
-  io: CommandLineIo,
+  io: CommandOutput,
   env: WorkerCommandEnv = { signals: process },
 ): Promise<number> {
-  const command = program('worker', 'run shards of submitted job plans (BullMQ on Redis)', io, HELP_AFTER)
+  const command = newCommand('worker', io)
+    .description(WORKER_SUMMARY)
+    .addHelpText('after', HELP_AFTER)
     .requiredOption('--redis <url>', 'redis://host:port[/db]')
     .option('--queue <name>', "queue name prefix (default 'keops')")
-    .option('--concurrency <n>', 'shards at once (default 1, or one per GPU of --device)', integerAtLeast(1))
+    .option('--concurrency <n>', 'shards at once (default 1, or one per GPU of --device)', integerOption(1))
     .option('--device <where>', 'cpu, auto (default), cuda, or GPU ordinals such as 0,1', deviceArgument)
-    .option('--threads <n>', 'CPU threads per shard (default: one per core)', integerAtLeast(1))
+    .option('--threads <n>', 'CPU threads per shard (default: one per core)', integerOption(1))
     .option('--lock-duration <seconds>', 'a worker silent this long is presumed dead (default 30)', secondsArgument)
     .option('--stalled-interval <seconds>', 'how often to look for shards of dead workers (default 30)', secondsArgument);
-  const args = parseOrExit<WorkerArguments>(command, argv, io);
-  if (typeof args === 'number') return args;
-  return runReporting('worker', io, async () => {
+  return runDistributedCommand('worker', command, argv, io, async (parsed) => {
+    const args = parsed.opts<WorkerArguments>();
     const worker = await startWorker({
       redis: args.redis,
       queue: args.queue,
