@@ -15,6 +15,7 @@ import { createKnnPlan, createReductionPlan } from '../lib/distributed/planner';
 import { writePlan } from '../lib/distributed/plan';
 import { connectRedis, startWorker, submitPlan } from '../lib/distributed/queue';
 import { runPlanLocally } from '../lib/distributed/shards';
+import { runDistributedKnn } from '../lib/distributed/knn-submit';
 import { fileStorage } from '../lib/distributed/storage';
 import { runCli } from '../lib/cli';
 import { rejection, rng } from './util';
@@ -234,6 +235,37 @@ describe('distributed jobs on BullMQ (real redis-server, worker processes)', fun
       await worker.close();
     }
     expect(events.some((l) => l.includes('merging the 6 shards'))).to.equal(true);
+  });
+
+  it('runDistributedKnn: a k-NN graph over files, planned, queued and merged = knn() bytes', async () => {
+    const url = (redis as TestRedis).url;
+    const queue = `graph-${process.pid}`;
+    const r = rng(33);
+    await writeVectors(join(dir, 'points.u8bin'), Uint8Array.from({ length: 120 * 6 }, () => Math.floor(r() * 3)), 6, 'uint8');
+    const worker = await startWorker({ redis: url, queue, storage: fileStorage(), backend: 'cpu', concurrency: 2 });
+    try {
+      const result = await runDistributedKnn({
+        redis: url,
+        queue,
+        base: join(dir, 'points.u8bin'),
+        k: 4,
+        excludeSelf: true,
+        out: join(dir, 'graph.ivecs'),
+        distancesOut: join(dir, 'graph-d.fvecs'),
+        shards: 3,
+        baseShards: 2,
+        timeoutMs: 60000,
+      });
+      expect(result.shards).to.equal(6);
+      expect(result.plan).to.equal(join(dir, 'graph.ivecs.plan.json'));
+    } finally {
+      await worker.close();
+    }
+    const expected = await knnOfFiles(join(dir, 'points.u8bin'), join(dir, 'points.u8bin'), { k: 4, excludeSelf: true });
+    await writeVectors(join(dir, 'expected-graph.ivecs'), expected.ids, 4, 'int32');
+    await writeVectors(join(dir, 'expected-graph-d.fvecs'), expected.distances, 4, 'float32');
+    expect(readFileSync(join(dir, 'graph.ivecs'))).to.deep.equal(readFileSync(join(dir, 'expected-graph.ivecs')));
+    expect(readFileSync(join(dir, 'graph-d.fvecs'))).to.deep.equal(readFileSync(join(dir, 'expected-graph-d.fvecs')));
   });
 
   it('Redis unreachable: ERR_QUEUE at once from submit, worker and the command line (no hang)', async () => {
