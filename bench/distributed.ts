@@ -35,9 +35,13 @@ const SHARDS = Number(shardsArg ?? 8);
 const TINY_SHARDS = Number(tinyArg ?? 200);
 
 function startRedis(dir: string, port: number): ChildProcess {
-  return spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
-    stdio: 'ignore',
-  });
+  return spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
+    {
+      stdio: 'ignore',
+    },
+  );
 }
 
 async function waitFor(predicate: () => boolean, what: string, ms = 120000): Promise<void> {
@@ -48,10 +52,25 @@ async function waitFor(predicate: () => boolean, what: string, ms = 120000): Pro
   }
 }
 
-function spawnWorker(url: string, queue: string, threads: number): { child: ChildProcess; ready: () => boolean } {
+function spawnWorker(
+  url: string,
+  queue: string,
+  threads: number,
+): { child: ChildProcess; ready: () => boolean } {
   const child = spawn(
     process.execPath,
-    ['-r', 'ts-node/register/transpile-only', CLI, 'worker', '--redis', url, '--queue', queue, '--threads', String(threads)],
+    [
+      '-r',
+      'ts-node/register/transpile-only',
+      CLI,
+      'worker',
+      '--redis',
+      url,
+      '--queue',
+      queue,
+      '--threads',
+      String(threads),
+    ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
   let ready = false;
@@ -86,8 +105,14 @@ async function main(): Promise<void> {
       await source.close();
     }
     const cores = cpus().length;
-    console.log(`machine: ${cores} cores (${cpus()[0].model}), load average at start ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
-    console.log(`Fashion-MNIST: ${QUERIES} queries x 60000 base, uint8, D = 784, k = 10, l2; ${SHARDS} shards (query slices)`);
+    console.log(
+      `machine: ${cores} cores (${cpus()[0].model}), load average at start ${loadavg()
+        .map((l) => l.toFixed(1))
+        .join(' ')}`,
+    );
+    console.log(
+      `Fashion-MNIST: ${QUERIES} queries x 60000 base, uint8, D = 784, k = 10, l2; ${SHARDS} shards (query slices)`,
+    );
 
     // Local: knn() over the same files, all cores, written to the same formats.
     const q = await openVectorFile(queries);
@@ -102,12 +127,18 @@ async function main(): Promise<void> {
       ['local-ids.ibin', local.ids],
       ['local-d.fbin', local.distances],
     ] as const) {
-      const w = await createVectorFileWriter(join(dir, name), { rows: QUERIES, dim: 10, dtype: name.endsWith('ibin') ? 'int32' : 'float32' });
+      const w = await createVectorFileWriter(join(dir, name), {
+        rows: QUERIES,
+        dim: 10,
+        dtype: name.endsWith('ibin') ? 'int32' : 'float32',
+      });
       await w.writeRows(0, data);
       await w.commit();
     }
     const pairs = QUERIES * 60000;
-    console.log(`local knn(): ${localSeconds.toFixed(2)} s, ${(pairs / localSeconds / 1e6).toFixed(1)} Mpairs/s`);
+    console.log(
+      `local knn(): ${localSeconds.toFixed(2)} s, ${(pairs / localSeconds / 1e6).toFixed(1)} Mpairs/s`,
+    );
 
     for (const count of WORKERS) {
       const queue = `bench-${count}`;
@@ -167,7 +198,10 @@ async function main(): Promise<void> {
     const smallPath = join(dir, 'small.json');
     await writePlan(smallPath, smallPlan);
     t = performance.now();
-    await runPlanLocally({ ...smallPlan, outputs: { ids: join(dir, 'small-local.ibin') } }, { storage, backend: 'cpu' });
+    await runPlanLocally(
+      { ...smallPlan, outputs: { ids: join(dir, 'small-local.ibin') } },
+      { storage, backend: 'cpu' },
+    );
     const tinyLocal = (performance.now() - t) / 1000;
     const worker = await startWorker({ redis: url, queue: 'bench-tiny', storage, backend: 'cpu' });
     t = performance.now();

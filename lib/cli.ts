@@ -78,7 +78,11 @@ const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
   plan: { usage: 'PLAN.json [options]', summary: PLAN_SUMMARY, main: planCommand },
   shard: { usage: '--plan FILE --index I', summary: SHARD_SUMMARY, main: shardCommand },
   merge: { usage: '--plan FILE', summary: MERGE_SUMMARY, main: mergeCommand },
-  worker: { usage: '--redis URL [options]', summary: WORKER_SUMMARY, main: (args, io) => workerCommand(args, io) },
+  worker: {
+    usage: '--redis URL [options]',
+    summary: WORKER_SUMMARY,
+    main: (args, io) => workerCommand(args, io),
+  },
   submit: { usage: '--plan FILE --redis URL', summary: SUBMIT_SUMMARY, main: submitCommand },
   convert: { usage: 'IN OUT [options]', summary: CONVERT_SUMMARY, main: convertCommand },
   recall: { usage: '--result FILE --truth FILE [-k K]', summary: RECALL_SUMMARY, main: recallCommand },

@@ -29,8 +29,18 @@ describe('keops-node plan / shard / merge (files, no queue)', function () {
     dir = mkdtempSync(join(tmpdir(), 'keops-dist-cli-'));
     const r = rng(21);
     // uint8 values in a small range: many equal distances, so ties must break by id across shard cuts.
-    await writeVectors(join(dir, 'base.u8bin'), Uint8Array.from({ length: 301 * D }, () => Math.floor(r() * 4)), D, 'uint8');
-    await writeVectors(join(dir, 'queries.u8bin'), Uint8Array.from({ length: 47 * D }, () => Math.floor(r() * 4)), D, 'uint8');
+    await writeVectors(
+      join(dir, 'base.u8bin'),
+      Uint8Array.from({ length: 301 * D }, () => Math.floor(r() * 4)),
+      D,
+      'uint8',
+    );
+    await writeVectors(
+      join(dir, 'queries.u8bin'),
+      Uint8Array.from({ length: 47 * D }, () => Math.floor(r() * 4)),
+      D,
+      'uint8',
+    );
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -71,7 +81,9 @@ describe('keops-node plan / shard / merge (files, no queue)', function () {
     await writeVectors(join(dir, 'expected-ids.ibin'), expected.ids, 7, 'int32');
     await writeVectors(join(dir, 'expected-distances.fbin'), expected.distances, 7, 'float32');
     expect(readFileSync(join(dir, 'ids.ibin'))).to.deep.equal(readFileSync(join(dir, 'expected-ids.ibin')));
-    expect(readFileSync(join(dir, 'distances.fbin'))).to.deep.equal(readFileSync(join(dir, 'expected-distances.fbin')));
+    expect(readFileSync(join(dir, 'distances.fbin'))).to.deep.equal(
+      readFileSync(join(dir, 'expected-distances.fbin')),
+    );
     // No temporary files left behind in the shard folder.
     const shards = readdirSync((await readPlan(plan)).shardDir);
     expect(shards.filter((f) => !/^shard-\d{6}\.kps$/.test(f))).to.deep.equal([]);
@@ -94,7 +106,8 @@ describe('keops-node plan / shard / merge (files, no queue)', function () {
       '2',
     );
     expect(made.code, made.err).to.equal(0);
-    for (const index of [0, 1]) expect((await cli('shard', '--plan', plan, '--index', String(index))).code).to.equal(0);
+    for (const index of [0, 1])
+      expect((await cli('shard', '--plan', plan, '--index', String(index))).code).to.equal(0);
     const shardFile = join((await readPlan(plan)).shardDir, 'shard-000001.kps');
     const bytes = readFileSync(shardFile);
     const damaged = Buffer.from(bytes);
@@ -102,7 +115,9 @@ describe('keops-node plan / shard / merge (files, no queue)', function () {
     writeFileSync(shardFile, damaged);
     const corrupt = await cli('merge', '--plan', plan);
     expect(corrupt.code).to.equal(1);
-    expect(corrupt.err).to.match(/^keops-node merge: ERR_SHARD: shard 1 \(query rows \[150, 301\), base rows \[0, 301\)\)/);
+    expect(corrupt.err).to.match(
+      /^keops-node merge: ERR_SHARD: shard 1 \(query rows \[150, 301\), base rows \[0, 301\)\)/,
+    );
     expect(corrupt.err).to.contain(shardFile);
     expect(existsSync(join(dir, 'graph.ibin'))).to.equal(false);
 
@@ -115,9 +130,14 @@ describe('keops-node plan / shard / merge (files, no queue)', function () {
     // A rerun of the shard repairs the job.
     expect((await cli('shard', '--plan', plan, '--index', '1')).code).to.equal(0);
     expect((await cli('merge', '--plan', plan)).code).to.equal(0);
-    const graph = await knnOfFiles(join(dir, 'base.u8bin'), join(dir, 'base.u8bin'), { k: 3, excludeSelf: true });
+    const graph = await knnOfFiles(join(dir, 'base.u8bin'), join(dir, 'base.u8bin'), {
+      k: 3,
+      excludeSelf: true,
+    });
     await writeVectors(join(dir, 'expected-graph.ibin'), graph.ids, 3, 'int32');
-    expect(readFileSync(join(dir, 'graph.ibin'))).to.deep.equal(readFileSync(join(dir, 'expected-graph.ibin')));
+    expect(readFileSync(join(dir, 'graph.ibin'))).to.deep.equal(
+      readFileSync(join(dir, 'expected-graph.ibin')),
+    );
   });
 
   it('a reduction plan from the command line: Sum with a parameter, values file', async () => {
@@ -152,7 +172,8 @@ describe('keops-node plan / shard / merge (files, no queue)', function () {
       '3',
     );
     expect(made.code, made.err).to.equal(0);
-    for (let i = 0; i < 6; i++) expect((await cli('shard', '--plan', plan, '--index', String(i))).code).to.equal(0);
+    for (let i = 0; i < 6; i++)
+      expect((await cli('shard', '--plan', plan, '--index', String(i))).code).to.equal(0);
     expect((await cli('merge', '--plan', plan)).code).to.equal(0);
     const file = await openVectorFile(join(dir, 'sums.npy'));
     const sums = (await file.read(0, 40)) as Float64Array;

@@ -94,7 +94,10 @@ describe('distributed plans, shards and merges (in process)', function () {
 
   it('Sum: sharded and merged = the local run of the plan (bytes) ≈ one Genred call', async () => {
     const { storage, x, y, b } = setup(2);
-    const plan = await createReductionPlan(sumRequest({ querySlices: 3, baseSlices: 4, chunkRows: 7 }), storage);
+    const plan = await createReductionPlan(
+      sumRequest({ querySlices: 3, baseSlices: 4, chunkRows: 7 }),
+      storage,
+    );
     await runAllShards(plan, storage);
     const merged = await mergePlan(plan, { storage });
     expect(merged.outputs).to.deep.equal({ values: '/job/values.npy' });
@@ -181,7 +184,11 @@ describe('distributed plans, shards and merges (in process)', function () {
       );
       await runAllShards(plan, storage);
       await mergePlan(plan, { storage });
-      const expected = await knn({ data: queries, dim: D }, { data: base, dim: D }, { k: 6, metric, excludeSelf, backend: 'cpu' });
+      const expected = await knn(
+        { data: queries, dim: D },
+        { data: base, dim: D },
+        { k: 6, metric, excludeSelf, backend: 'cpu' },
+      );
       const ids = storage.vectors.get('/knn/ids')?.data as Int32Array;
       const distances = storage.vectors.get('/knn/distances')?.data as Float32Array;
       expect(Buffer.from(ids.buffer)).to.deep.equal(Buffer.from(expected.ids.buffer));
@@ -191,19 +198,27 @@ describe('distributed plans, shards and merges (in process)', function () {
 
   it('a shard run twice is harmless; a stored valid result is reused', async () => {
     const { storage } = setup(4);
-    const plan = await createReductionPlan(sumRequest({ querySlices: 2, baseSlices: 2, chunkRows: 100 }), storage);
+    const plan = await createReductionPlan(
+      sumRequest({ querySlices: 2, baseSlices: 2, chunkRows: 100 }),
+      storage,
+    );
     const first = await runShard(plan, 1, { storage, backend: 'cpu' });
     const bytes = storage.bytes.get(first.location);
     const again = await runShard(plan, 1, { storage, backend: 'cpu' });
     expect(again.reused).to.equal(true);
     const forced = await runShard(plan, 1, { storage, backend: 'cpu', force: true });
     expect(forced.reused).to.equal(false);
-    expect(Buffer.from(storage.bytes.get(first.location) as Uint8Array)).to.deep.equal(Buffer.from(bytes as Uint8Array));
+    expect(Buffer.from(storage.bytes.get(first.location) as Uint8Array)).to.deep.equal(
+      Buffer.from(bytes as Uint8Array),
+    );
   });
 
   it('merge: missing, corrupt, foreign and misplaced shard results are ERR_SHARD naming shard and file', async () => {
     const { storage } = setup(5);
-    const plan = await createReductionPlan(sumRequest({ querySlices: 2, baseSlices: 2, chunkRows: 100 }), storage);
+    const plan = await createReductionPlan(
+      sumRequest({ querySlices: 2, baseSlices: 2, chunkRows: 100 }),
+      storage,
+    );
     await runShard(plan, 0, { storage, backend: 'cpu' });
     await runShard(plan, 3, { storage, backend: 'cpu' });
     const missing = await rejects(mergePlan(plan, { storage }), 'ERR_SHARD');
@@ -242,7 +257,12 @@ describe('distributed plans, shards and merges (in process)', function () {
     // The partial inside damaged but the envelope re-sealed: the partial's own check is the cause.
     const resealed = good.slice();
     resealed[resealed.length - 32 - 100] ^= 0x01;
-    resealed.set(createHash('sha256').update(resealed.subarray(0, resealed.length - 32)).digest(), resealed.length - 32);
+    resealed.set(
+      createHash('sha256')
+        .update(resealed.subarray(0, resealed.length - 32))
+        .digest(),
+      resealed.length - 32,
+    );
     storage.bytes.set(location, resealed);
     const inner = await rejects(mergePlan(plan, { storage }), 'ERR_SHARD');
     expect(inner.message).to.match(/ERR_PARTIAL_FORMAT/);
@@ -255,7 +275,10 @@ describe('distributed plans, shards and merges (in process)', function () {
 
   it('plan files: written whole, read back equal, an edited one is ERR_FILE_FORMAT', async () => {
     const { storage } = setup(6);
-    const plan = await createReductionPlan(sumRequest({ querySlices: 2, baseSlices: 3, chunkRows: 5 }), storage);
+    const plan = await createReductionPlan(
+      sumRequest({ querySlices: 2, baseSlices: 3, chunkRows: 5 }),
+      storage,
+    );
     const dir = mkdtempSync(join(tmpdir(), 'keops-plan-'));
     try {
       const path = join(dir, 'job.plan.json');
@@ -275,7 +298,10 @@ describe('distributed plans, shards and merges (in process)', function () {
   it('bad requests are typed errors', async () => {
     const { storage } = setup(7);
     const base = sumRequest({ querySlices: 1, baseSlices: 1, chunkRows: 10 });
-    await rejects(createReductionPlan({ ...base, inputs: { x: '/data/x', y: '/data/y' } }, storage), 'ERR_INVALID_ARGUMENT');
+    await rejects(
+      createReductionPlan({ ...base, inputs: { x: '/data/x', y: '/data/y' } }, storage),
+      'ERR_INVALID_ARGUMENT',
+    );
     await rejects(
       createReductionPlan({ ...base, inputs: { ...base.inputs, b: '/data/x' } }, storage),
       'ERR_ARG_SHAPE',

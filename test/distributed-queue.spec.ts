@@ -63,7 +63,10 @@ class WorkerProcess {
     if (seen !== undefined) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(
-        () => reject(new Error(`worker ${this.pid}: no '${what}' within ${timeoutMs} ms:\n${this.lines.join('\n')}`)),
+        () =>
+          reject(
+            new Error(`worker ${this.pid}: no '${what}' within ${timeoutMs} ms:\n${this.lines.join('\n')}`),
+          ),
         timeoutMs,
       );
       this.waiters.push({
@@ -112,8 +115,18 @@ describe('distributed jobs on BullMQ (real redis-server, worker processes)', fun
     const pool = [0, 1, 2].map(() => new WorkerProcess(url, queue, options));
     workers.push(...pool);
     // Shards of one kernel call each, lasting about as long as the lock or longer: lock renewal must go on.
-    await writeVectors(join(dir, 'q.fbin'), Float32Array.from({ length: 1000 * D }, () => r()), D, 'float32');
-    await writeVectors(join(dir, 'b.fbin'), Float32Array.from({ length: 24000 * D }, () => r()), D, 'float32');
+    await writeVectors(
+      join(dir, 'q.fbin'),
+      Float32Array.from({ length: 1000 * D }, () => r()),
+      D,
+      'float32',
+    );
+    await writeVectors(
+      join(dir, 'b.fbin'),
+      Float32Array.from({ length: 24000 * D }, () => r()),
+      D,
+      'float32',
+    );
     const metric = { formula: 'Sum(Exp(-Abs(x-y)))' };
     // The local result (while the workers start), which also compiles the kernel into the cache they share.
     const expected = await knnOfFiles(join(dir, 'q.fbin'), join(dir, 'b.fbin'), { k: 10, metric });
@@ -168,12 +181,16 @@ describe('distributed jobs on BullMQ (real redis-server, worker processes)', fun
     expect(startsOf(killedShard), survivors.join('\n')).to.be.at.least(1);
     for (let s = 0; s < SHARDS; s++) {
       if (s !== killedShard) {
-        const all = pool.flatMap((w) => w.lines).filter((l) => new RegExp(`shard ${s} \\(.* started`).test(l));
+        const all = pool
+          .flatMap((w) => w.lines)
+          .filter((l) => new RegExp(`shard ${s} \\(.* started`).test(l));
         expect(all.length, `shard ${s}:\n${pool.map((w) => w.lines.join('\n')).join('\n--\n')}`).to.equal(1);
       }
     }
     if (process.env.KEOPS_DISTRIBUTED_TRANSCRIPT === '1') {
-      console.log(`      killed worker ${victim.pid} during shard ${killedShard}; job done in ${seconds.toFixed(1)} s`);
+      console.log(
+        `      killed worker ${victim.pid} during shard ${killedShard}; job done in ${seconds.toFixed(1)} s`,
+      );
       for (const [k, w] of pool.entries()) for (const l of w.lines) console.log(`      [w${k}] ${l}`);
     }
     for (const w of pool.slice(1)) w.kill('SIGTERM');
@@ -185,8 +202,18 @@ describe('distributed jobs on BullMQ (real redis-server, worker processes)', fun
     const url = (redis as TestRedis).url;
     const queue = `reduce-${process.pid}`;
     const r = rng(32);
-    await writeVectors(join(dir, 'x.npy'), Float64Array.from({ length: 50 * 3 }, () => r()), 3, 'float64');
-    await writeVectors(join(dir, 'y.npy'), Float64Array.from({ length: 80 * 3 }, () => r()), 3, 'float64');
+    await writeVectors(
+      join(dir, 'x.npy'),
+      Float64Array.from({ length: 50 * 3 }, () => r()),
+      3,
+      'float64',
+    );
+    await writeVectors(
+      join(dir, 'y.npy'),
+      Float64Array.from({ length: 80 * 3 }, () => r()),
+      3,
+      'float64',
+    );
     const request = {
       formula: 'Exp(-SqDist(x,y))',
       aliases: ['x = Vi(3)', 'y = Vj(3)'],
@@ -215,16 +242,24 @@ describe('distributed jobs on BullMQ (real redis-server, worker processes)', fun
       const result = await submitPlan(planPath, { redis: url, queue, timeoutMs: 60000 });
       expect(result.outputs).to.deep.equal({ values: join(dir, 'lse.npy') });
       const distributed = readFileSync(join(dir, 'lse.npy'));
-      await runPlanLocally({ ...plan, outputs: { values: join(dir, 'lse-local.npy') } }, { storage: fileStorage(), backend: 'cpu' });
+      await runPlanLocally(
+        { ...plan, outputs: { values: join(dir, 'lse-local.npy') } },
+        { storage: fileStorage(), backend: 'cpu' },
+      );
       expect(distributed).to.deep.equal(readFileSync(join(dir, 'lse-local.npy')));
 
       // The same job with its base file gone from the shared folder: every try of a shard fails, then the job.
-      const plan2 = await createReductionPlan({ ...request, shardDir: join(dir, 'lse2.shards') }, fileStorage());
+      const plan2 = await createReductionPlan(
+        { ...request, shardDir: join(dir, 'lse2.shards') },
+        fileStorage(),
+      );
       const plan2Path = join(dir, 'lse2.json');
       await writePlan(plan2Path, plan2);
       renameSync(join(dir, 'y.npy'), join(dir, 'y-moved.npy'));
       const t = performance.now();
-      const e = await rejection(submitPlan(plan2Path, { redis: url, queue, attempts: 2, backoffMs: 50, timeoutMs: 60000 }));
+      const e = await rejection(
+        submitPlan(plan2Path, { redis: url, queue, attempts: 2, backoffMs: 50, timeoutMs: 60000 }),
+      );
       expect(e.code).to.equal('ERR_QUEUE');
       expect(e.message).to.match(/shard \d+ \(query rows .*\) failed after 2 attempts: ERR_FILE_IO/);
       expect(e.message).to.contain(join(dir, 'y.npy'));
@@ -241,8 +276,19 @@ describe('distributed jobs on BullMQ (real redis-server, worker processes)', fun
     const url = (redis as TestRedis).url;
     const queue = `graph-${process.pid}`;
     const r = rng(33);
-    await writeVectors(join(dir, 'points.u8bin'), Uint8Array.from({ length: 120 * 6 }, () => Math.floor(r() * 3)), 6, 'uint8');
-    const worker = await startWorker({ redis: url, queue, storage: fileStorage(), backend: 'cpu', concurrency: 2 });
+    await writeVectors(
+      join(dir, 'points.u8bin'),
+      Uint8Array.from({ length: 120 * 6 }, () => Math.floor(r() * 3)),
+      6,
+      'uint8',
+    );
+    const worker = await startWorker({
+      redis: url,
+      queue,
+      storage: fileStorage(),
+      backend: 'cpu',
+      concurrency: 2,
+    });
     try {
       const result = await runDistributedKnn({
         redis: url,
@@ -261,11 +307,18 @@ describe('distributed jobs on BullMQ (real redis-server, worker processes)', fun
     } finally {
       await worker.close();
     }
-    const expected = await knnOfFiles(join(dir, 'points.u8bin'), join(dir, 'points.u8bin'), { k: 4, excludeSelf: true });
+    const expected = await knnOfFiles(join(dir, 'points.u8bin'), join(dir, 'points.u8bin'), {
+      k: 4,
+      excludeSelf: true,
+    });
     await writeVectors(join(dir, 'expected-graph.ivecs'), expected.ids, 4, 'int32');
     await writeVectors(join(dir, 'expected-graph-d.fvecs'), expected.distances, 4, 'float32');
-    expect(readFileSync(join(dir, 'graph.ivecs'))).to.deep.equal(readFileSync(join(dir, 'expected-graph.ivecs')));
-    expect(readFileSync(join(dir, 'graph-d.fvecs'))).to.deep.equal(readFileSync(join(dir, 'expected-graph-d.fvecs')));
+    expect(readFileSync(join(dir, 'graph.ivecs'))).to.deep.equal(
+      readFileSync(join(dir, 'expected-graph.ivecs')),
+    );
+    expect(readFileSync(join(dir, 'graph-d.fvecs'))).to.deep.equal(
+      readFileSync(join(dir, 'expected-graph-d.fvecs')),
+    );
   });
 
   it('Redis unreachable: ERR_QUEUE at once from submit, worker and the command line (no hang)', async () => {

@@ -195,4 +195,3 @@ export async function knnOfFiles(
     await b.close();
   }
 }
-

@@ -63,7 +63,8 @@ function namedPairs(list: readonly string[] | undefined, what: string): Map<stri
   return out;
 }
 
-export const PLAN_SUMMARY = 'write the plan of a k-NN or reduction job cut into shards (for shard, merge, submit)';
+export const PLAN_SUMMARY =
+  'write the plan of a k-NN or reduction job cut into shards (for shard, merge, submit)';
 
 export function planCommand(argv: readonly string[], io: CommandOutput): Promise<number> {
   const command = newCommand('plan', io)
@@ -79,9 +80,18 @@ export function planCommand(argv: readonly string[], io: CommandOutput): Promise
     .option('--exclude-self', 'k-NN: query i never gets base row i')
     .option('--formula <formula>', "reduction: the formula, e.g. 'Exp(-SqDist(x,y))*b'")
     .option('--formula2 <formula>', 'reduction: the weight formula of LogSumExpWeight / SumSoftMaxWeight')
-    .option('-a, --aliases <aliases>', "reduction: variables, e.g. 'x = Vi(3), y = Vj(3), b = Vj(1)'", collect)
+    .option(
+      '-a, --aliases <aliases>',
+      "reduction: variables, e.g. 'x = Vi(3), y = Vj(3), b = Vj(1)'",
+      collect,
+    )
     .option('--reduction <name>', 'reduction: Sum, LogSumExp, Min, ArgKMin, ... (default Sum)')
-    .addOption(new Option('--axis <axis>', 'reduction: 1 reduces over j (one row per i), 0 over i').choices(['0', '1']))
+    .addOption(
+      new Option('--axis <axis>', 'reduction: 1 reduces over j (one row per i), 0 over i').choices([
+        '0',
+        '1',
+      ]),
+    )
     .option('--input <name=file>', 'reduction: the file of an i- or j-indexed variable (repeat)', collect)
     .option('--param <name=values>', 'reduction: a parameter, comma-separated numbers (repeat)', collect)
     .option('--values <file>', 'reduction: the values output')
@@ -96,7 +106,8 @@ export function planCommand(argv: readonly string[], io: CommandOutput): Promise
     const args = parsed.opts<PlanArguments>();
     const planPath = parsed.args[0];
     const usage = (message: string): never => parsed.error(`error: ${message}`);
-    if (args.shards !== undefined && args.querySlices !== undefined) usage('give --shards or --query-slices, not both');
+    if (args.shards !== undefined && args.querySlices !== undefined)
+      usage('give --shards or --query-slices, not both');
     let inputs: Map<string, string> = new Map();
     let params: Map<string, string> = new Map();
     try {
@@ -166,6 +177,8 @@ export function planCommand(argv: readonly string[], io: CommandOutput): Promise
       `plan ${planPath}: ${plan.job.kind} job, ${plan.queryRows} x ${plan.baseRows} rows, ${total} shards ` +
         `(${plan.querySlices.length} query slices x ${plan.baseSlices.length} base slices), hash ${plan.hash.slice(0, 16)}`,
     );
-    io.out(`  run keops-node shard --plan ${planPath} --index I for I = 0..${total - 1}, then keops-node merge --plan ${planPath}`);
+    io.out(
+      `  run keops-node shard --plan ${planPath} --index I for I = 0..${total - 1}, then keops-node merge --plan ${planPath}`,
+    );
   });
 }

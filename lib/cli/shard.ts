@@ -25,7 +25,8 @@ interface ShardArguments {
   force?: boolean;
 }
 
-export const SHARD_SUMMARY = 'run one shard of a job plan (Kubernetes Indexed Jobs, Slurm arrays, AWS Batch arrays)';
+export const SHARD_SUMMARY =
+  'run one shard of a job plan (Kubernetes Indexed Jobs, Slurm arrays, AWS Batch arrays)';
 
 export function shardCommand(argv: readonly string[], io: CommandOutput): Promise<number> {
   const command = newCommand('shard', io)

@@ -42,8 +42,17 @@ export function submitCommand(argv: readonly string[], io: CommandOutput): Promi
     .option('--queue <name>', "queue name prefix (default 'keops')")
     .option('--attempts <n>', 'tries per shard (default 3)', integerOption(1))
     .option('--backoff <seconds>', 'first retry delay, doubled at each retry (default 1)', secondsArgument)
-    .option('--timeout <seconds>', 'give up waiting after this long (the queued shards stay queued)', secondsArgument)
-    .option('--progress-interval <seconds>', 'seconds between progress lines (default 5)', secondsArgument, 5);
+    .option(
+      '--timeout <seconds>',
+      'give up waiting after this long (the queued shards stay queued)',
+      secondsArgument,
+    )
+    .option(
+      '--progress-interval <seconds>',
+      'seconds between progress lines (default 5)',
+      secondsArgument,
+      5,
+    );
   return runDistributedCommand('submit', command, argv, io, async (parsed) => {
     const args = parsed.opts<SubmitArguments>();
     const started = performance.now();
@@ -61,7 +70,9 @@ export function submitCommand(argv: readonly string[], io: CommandOutput): Promi
         io.err(`submit: ${progressLine(p, (now - started) / 1000)}`);
       },
     });
-    io.out(`done: ${result.shards} shards merged (${result.queryRows} rows) in ${result.seconds.toFixed(2)} s`);
+    io.out(
+      `done: ${result.shards} shards merged (${result.queryRows} rows) in ${result.seconds.toFixed(2)} s`,
+    );
     for (const [role, location] of Object.entries(result.outputs)) io.out(`  wrote ${role}: ${location}`);
   });
 }

@@ -6,7 +6,12 @@
 import { startWorker } from '../distributed/queue';
 import { fileStorage } from '../distributed/storage';
 import { type CommandOutput, integerOption, newCommand } from './commander-io';
-import { type DeviceChoice, deviceArgument, runDistributedCommand, secondsArgument } from './distributed-args';
+import {
+  type DeviceChoice,
+  deviceArgument,
+  runDistributedCommand,
+  secondsArgument,
+} from './distributed-args';
 
 const HELP_AFTER = `
 Start one worker per machine (or per GPU group) with access to the plans' files at the same paths. Each
@@ -46,8 +51,16 @@ export function workerCommand(
     .option('--concurrency <n>', 'shards at once (default 1, or one per GPU of --device)', integerOption(1))
     .option('--device <where>', 'cpu, auto (default), cuda, or GPU ordinals such as 0,1', deviceArgument)
     .option('--threads <n>', 'CPU threads per shard (default: one per core)', integerOption(1))
-    .option('--lock-duration <seconds>', 'a worker silent this long is presumed dead (default 30)', secondsArgument)
-    .option('--stalled-interval <seconds>', 'how often to look for shards of dead workers (default 30)', secondsArgument);
+    .option(
+      '--lock-duration <seconds>',
+      'a worker silent this long is presumed dead (default 30)',
+      secondsArgument,
+    )
+    .option(
+      '--stalled-interval <seconds>',
+      'how often to look for shards of dead workers (default 30)',
+      secondsArgument,
+    );
   return runDistributedCommand('worker', command, argv, io, async (parsed) => {
     const args = parsed.opts<WorkerArguments>();
     const worker = await startWorker({

@@ -11,7 +11,13 @@ export {
   shardSpec,
   writePlan,
 } from './plan';
-export { createKnnPlan, createReductionPlan, type KnnPlanRequest, type PlanLayout, type ReductionPlanRequest } from './planner';
+export {
+  createKnnPlan,
+  createReductionPlan,
+  type KnnPlanRequest,
+  type PlanLayout,
+  type ReductionPlanRequest,
+} from './planner';
 export {
   computeShard,
   mergePlan,

@@ -105,7 +105,9 @@ export function reductionKernel(plan: JobPlan, settings: ComputeSettings = {}): 
   const reducer = new PartialReducer(genred);
   const slots = argumentSlots(genred);
   const parameters = new Map(
-    slots.flatMap((s) => (s.kind === 'parameter' ? [[s.name, floatArray(job.dtype, job.parameters[s.name])]] : [])),
+    slots.flatMap((s) =>
+      s.kind === 'parameter' ? [[s.name, floatArray(job.dtype, job.parameters[s.name])]] : [],
+    ),
   );
   const kind = reducer.resolved.outputKind;
   const outputs = reductionOutputs(genred, job.dtype, plan.baseRows);

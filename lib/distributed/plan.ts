@@ -210,13 +210,17 @@ export async function readPlan(path: string): Promise<JobPlan> {
   try {
     text = await readFile(path, 'utf8');
   } catch (e) {
-    throw new KeOpsError('ERR_FILE_IO', `cannot read the plan ${path}: ${(e as Error).message}`, { cause: e });
+    throw new KeOpsError('ERR_FILE_IO', `cannot read the plan ${path}: ${(e as Error).message}`, {
+      cause: e,
+    });
   }
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
   } catch (e) {
-    throw new KeOpsError('ERR_FILE_FORMAT', `${path}: not a JSON plan (${(e as Error).message})`, { cause: e });
+    throw new KeOpsError('ERR_FILE_FORMAT', `${path}: not a JSON plan (${(e as Error).message})`, {
+      cause: e,
+    });
   }
   checkPlan(parsed, path);
   return parsed;
@@ -247,7 +251,14 @@ function checkSlices(where: string, what: string, slices: unknown, total: number
   if (!Array.isArray(slices) || slices.length === 0) fail(where, `${what} must be a non-empty list`);
   let at = 0;
   for (const s of slices) {
-    if (!Array.isArray(s) || s.length !== 2 || !isCount(s[0]) || !isCount(s[1]) || s[0] !== at || s[1] < s[0]) {
+    if (
+      !Array.isArray(s) ||
+      s.length !== 2 ||
+      !isCount(s[0]) ||
+      !isCount(s[1]) ||
+      s[0] !== at ||
+      s[1] < s[0]
+    ) {
       fail(where, `${what} must be consecutive [start, end) ranges from 0`);
     }
     at = s[1] as number;
@@ -287,10 +298,13 @@ function checkPlan(plan: unknown, where: string): asserts plan is JobPlan {
   if (plan.version !== PLAN_VERSION) {
     fail(where, `version ${String(plan.version)}; this keops-node reads plan version ${PLAN_VERSION}`);
   }
-  if (typeof plan.hash !== 'string' || !/^[0-9a-f]{64}$/.test(plan.hash)) fail(where, 'hash must be a sha256');
+  if (typeof plan.hash !== 'string' || !/^[0-9a-f]{64}$/.test(plan.hash))
+    fail(where, 'hash must be a sha256');
   checkJob(where, plan.job);
-  if (!isCount(plan.queryRows) || !isCount(plan.baseRows)) fail(where, 'queryRows and baseRows must be counts');
-  if (!isObject(plan.inputs) || Object.keys(plan.inputs).length === 0) fail(where, 'inputs must be an object');
+  if (!isCount(plan.queryRows) || !isCount(plan.baseRows))
+    fail(where, 'queryRows and baseRows must be counts');
+  if (!isObject(plan.inputs) || Object.keys(plan.inputs).length === 0)
+    fail(where, 'inputs must be an object');
   for (const [name, input] of Object.entries(plan.inputs)) {
     if (
       !isObject(input) ||

@@ -75,7 +75,8 @@ function checkCount(value: unknown, what: string, min: number): number {
 
 function checkDtype(dtype: unknown): Dtype {
   if (dtype === undefined) return 'float32';
-  if (dtype !== 'float32' && dtype !== 'float64') throw invalid(`dtype must be float32 or float64, got ${String(dtype)}`);
+  if (dtype !== 'float32' && dtype !== 'float64')
+    throw invalid(`dtype must be float32 or float64, got ${String(dtype)}`);
   return dtype;
 }
 
@@ -96,7 +97,8 @@ function layout(request: PlanLayout, queryRows: number, baseRows: number) {
   const querySlices = checkCount(request.querySlices ?? 1, 'querySlices', 1);
   const baseSlices = checkCount(request.baseSlices ?? 1, 'baseSlices', 1);
   const chunkRows = checkCount(request.chunkRows ?? DEFAULT_CHUNK_ROWS, 'chunkRows', 1);
-  if (typeof request.shardDir !== 'string' || request.shardDir.length === 0) throw invalid('shardDir must be a path');
+  if (typeof request.shardDir !== 'string' || request.shardDir.length === 0)
+    throw invalid('shardDir must be a path');
   return {
     querySlices: evenSlices(queryRows, querySlices),
     baseSlices: evenSlices(baseRows, baseSlices),
@@ -109,12 +111,14 @@ function outputsOf(
   request: PlanLayout & { outputs: Readonly<Record<string, string | undefined>> },
   roles: readonly string[],
 ): Record<string, string> {
-  if (typeof request.outputs !== 'object' || request.outputs === null) throw invalid('outputs must be an object');
+  if (typeof request.outputs !== 'object' || request.outputs === null)
+    throw invalid('outputs must be an object');
   const out: Record<string, string> = {};
   for (const [role, location] of Object.entries(request.outputs)) {
     if (location === undefined) continue;
     if (!roles.includes(role)) throw invalid(`outputs.${role}: this job writes only ${roles.join(' and ')}`);
-    if (typeof location !== 'string' || location.length === 0) throw invalid(`outputs.${role} must be a path`);
+    if (typeof location !== 'string' || location.length === 0)
+      throw invalid(`outputs.${role} must be a path`);
     out[role] = absoluteLocation(location, request.baseDir);
   }
   if (Object.keys(out).length === 0) throw invalid(`give at least one output (${roles.join(' or ')})`);
@@ -122,16 +126,20 @@ function outputsOf(
 }
 
 export async function createKnnPlan(request: KnnPlanRequest, storage: JobStorage): Promise<JobPlan> {
-  if (typeof request !== 'object' || request === null) throw invalid('the k-NN plan request must be an object');
+  if (typeof request !== 'object' || request === null)
+    throw invalid('the k-NN plan request must be an object');
   const k = checkCount(request.k, 'k', 1);
   const metric = request.metric ?? 'l2';
   if (!isPlanMetric(metric)) {
-    throw invalid(`metric must be one of ${KNN_METRICS.join(', ')} or { formula }, got ${JSON.stringify(metric)}`);
+    throw invalid(
+      `metric must be one of ${KNN_METRICS.join(', ')} or { formula }, got ${JSON.stringify(metric)}`,
+    );
   }
   const excludeSelf = request.excludeSelf ?? false;
   if (typeof excludeSelf !== 'boolean') throw invalid('excludeSelf must be a boolean');
   for (const what of ['queries', 'base'] as const) {
-    if (typeof request[what] !== 'string' || request[what].length === 0) throw invalid(`${what} must be a path`);
+    if (typeof request[what] !== 'string' || request[what].length === 0)
+      throw invalid(`${what} must be a path`);
   }
   const queries = await describeInput(storage, absoluteLocation(request.queries, request.baseDir), 'query');
   const base = await describeInput(storage, absoluteLocation(request.base, request.baseDir), 'base');
@@ -159,8 +167,12 @@ export async function createKnnPlan(request: KnnPlanRequest, storage: JobStorage
   return plan;
 }
 
-export async function createReductionPlan(request: ReductionPlanRequest, storage: JobStorage): Promise<JobPlan> {
-  if (typeof request !== 'object' || request === null) throw invalid('the reduction plan request must be an object');
+export async function createReductionPlan(
+  request: ReductionPlanRequest,
+  storage: JobStorage,
+): Promise<JobPlan> {
+  if (typeof request !== 'object' || request === null)
+    throw invalid('the reduction plan request must be an object');
   if (!Array.isArray(request.aliases)) throw invalid('aliases must be an array of strings');
   const job: JobSpec = {
     kind: 'reduction',
@@ -190,15 +202,23 @@ export async function createReductionPlan(request: ReductionPlanRequest, storage
     }
     const location = given[slot.name];
     if (typeof location !== 'string' || location.length === 0) {
-      throw invalid(`input '${slot.name}' (${slot.axis === 'query' ? 'output' : 'reduced'} axis) needs a file`);
+      throw invalid(
+        `input '${slot.name}' (${slot.axis === 'query' ? 'output' : 'reduced'} axis) needs a file`,
+      );
     }
     const input = await describeInput(storage, absoluteLocation(location, request.baseDir), slot.axis);
     if (input.dim !== slot.dim) {
-      throw new KeOpsError('ERR_ARG_SHAPE', `input '${slot.name}' (${location}) has dim ${input.dim}, the formula ${slot.dim}`);
+      throw new KeOpsError(
+        'ERR_ARG_SHAPE',
+        `input '${slot.name}' (${location}) has dim ${input.dim}, the formula ${slot.dim}`,
+      );
     }
     const known = rows[slot.axis];
     if (known !== undefined && known !== input.rows) {
-      throw new KeOpsError('ERR_ARG_SHAPE', `input '${slot.name}' has ${input.rows} rows, another input of its axis ${known}`);
+      throw new KeOpsError(
+        'ERR_ARG_SHAPE',
+        `input '${slot.name}' has ${input.rows} rows, another input of its axis ${known}`,
+      );
     }
     rows[slot.axis] = input.rows;
     inputs[slot.name] = input;

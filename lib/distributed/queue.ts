@@ -47,7 +47,10 @@ export function redactRedisUrl(url: string): string {
 /** Connects to Redis, failing quickly (ERR_QUEUE) when it cannot be reached; the client retries later drops. */
 export async function connectRedis(options: QueueOptions): Promise<IORedis> {
   if (typeof options.redis !== 'string' || !/^rediss?:\/\//.test(options.redis)) {
-    throw new KeOpsError('ERR_INVALID_ARGUMENT', `--redis must be a redis:// or rediss:// URL, got '${String(options.redis)}'`);
+    throw new KeOpsError(
+      'ERR_INVALID_ARGUMENT',
+      `--redis must be a redis:// or rediss:// URL, got '${String(options.redis)}'`,
+    );
   }
   const timeout = options.connectTimeoutMs ?? 5000;
   let connected = false;
@@ -166,7 +169,10 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   const concurrency = options.concurrency ?? devices?.length ?? 1;
   if (!Number.isSafeInteger(concurrency) || concurrency < 1) {
     await connection.quit().catch(() => undefined);
-    throw new KeOpsError('ERR_INVALID_ARGUMENT', `concurrency must be an integer >= 1, got ${String(concurrency)}`);
+    throw new KeOpsError(
+      'ERR_INVALID_ARGUMENT',
+      `concurrency must be an integer >= 1, got ${String(concurrency)}`,
+    );
   }
   const free = devices === undefined ? [] : [...devices];
   const plans = new PlanCache();
@@ -232,7 +238,9 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   );
   for (const w of [shardWorker, mergeWorker]) {
     w.on('error', (e) => log(`worker ${name}: queue error: ${e.message}`));
-    w.on('stalled', (jobId) => log(`worker ${name}: job ${jobId} stalled (its worker stopped renewing the lock); it runs again`));
+    w.on('stalled', (jobId) =>
+      log(`worker ${name}: job ${jobId} stalled (its worker stopped renewing the lock); it runs again`),
+    );
   }
   await Promise.all([shardWorker.waitUntilReady(), mergeWorker.waitUntilReady()]);
   log(`worker ${name}: waiting for shards on ${names.shards} (concurrency ${concurrency})`);
@@ -365,9 +373,13 @@ async function explainFailure(
 ): Promise<KeOpsError> {
   const message = e instanceof Error ? e.message : String(e);
   if (/timed out|ttl/i.test(message) && timeoutMs !== undefined) {
-    return new KeOpsError('ERR_QUEUE', `the job did not finish within ${timeoutMs} ms (are workers running?)`, {
-      cause: e,
-    });
+    return new KeOpsError(
+      'ERR_QUEUE',
+      `the job did not finish within ${timeoutMs} ms (are workers running?)`,
+      {
+        cause: e,
+      },
+    );
   }
   for (let index = 0; index < shardCount(plan); index++) {
     const job = await Job.fromId<ShardJobData>(shardQueue, shardId(index));

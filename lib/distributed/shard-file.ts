@@ -66,7 +66,12 @@ const shardError = (what: string, location: string, message: string, cause?: unk
  * envelope is damaged or belongs elsewhere, or when the partial inside is malformed (its ERR_PARTIAL_FORMAT as the
  * cause) or covers other rows.
  */
-export function decodeShard(plan: JobPlan, index: number, bytes: Uint8Array, location: string): PartialResult {
+export function decodeShard(
+  plan: JobPlan,
+  index: number,
+  bytes: Uint8Array,
+  location: string,
+): PartialResult {
   const shard = shardSpec(plan, index);
   const what = describeShard(shard);
   if (bytes.length < 16 + CHECKSUM_BYTES || Buffer.from(bytes.subarray(0, 8)).toString('latin1') !== MAGIC) {
@@ -74,7 +79,8 @@ export function decodeShard(plan: JobPlan, index: number, bytes: Uint8Array, loc
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const version = view.getUint32(8, true);
-  if (version !== VERSION) throw shardError(what, location, `envelope version ${version}, expected ${VERSION}`);
+  if (version !== VERSION)
+    throw shardError(what, location, `envelope version ${version}, expected ${VERSION}`);
   const end = bytes.length - CHECKSUM_BYTES;
   const sum = createHash('sha256').update(bytes.subarray(0, end)).digest();
   if (!sum.equals(bytes.subarray(end))) {
@@ -97,7 +103,11 @@ export function decodeShard(plan: JobPlan, index: number, bytes: Uint8Array, loc
   }
   const same = (a: readonly number[] | undefined, b: readonly number[]) =>
     Array.isArray(a) && a.length === 2 && a[0] === b[0] && a[1] === b[1];
-  if (header.shard !== index || !same(header.querySlice, shard.querySlice) || !same(header.baseSlice, shard.baseSlice)) {
+  if (
+    header.shard !== index ||
+    !same(header.querySlice, shard.querySlice) ||
+    !same(header.baseSlice, shard.baseSlice)
+  ) {
     throw shardError(
       what,
       location,

@@ -116,7 +116,9 @@ export async function computeShard(
       checkAbort(options.signal);
       const z = Math.min(b1, a + plan.chunkRows);
       const base = await readRows(kernel, inputs, 'base', [a, z]);
-      partials.push(await kernel.compute(query, q0, base, a, { device: options.device, signal: options.signal }));
+      partials.push(
+        await kernel.compute(query, q0, base, a, { device: options.device, signal: options.signal }),
+      );
       options.onProgress?.({ pairsDone: (q1 - q0) * (z - b0), pairsTotal });
       if (z === b1) break;
     }
@@ -130,7 +132,11 @@ export async function computeShard(
  * Runs shard `index` and stores its result (temporary name, then rename). A valid result already stored is kept
  * unless `force`: delivering a shard twice costs a read, not a recomputation.
  */
-export async function runShard(plan: JobPlan, index: number, options: ShardRunOptions): Promise<ShardRunResult> {
+export async function runShard(
+  plan: JobPlan,
+  index: number,
+  options: ShardRunOptions,
+): Promise<ShardRunResult> {
   const started = performance.now();
   const shard = shardSpec(plan, index);
   const location = shardLocation(plan, options.storage, index);
@@ -144,7 +150,8 @@ export async function runShard(plan: JobPlan, index: number, options: ShardRunOp
       } catch {
         valid = false; // damaged or stale: computed again below
       }
-      if (valid) return { index, location, reused: true, pairs, seconds: (performance.now() - started) / 1000 };
+      if (valid)
+        return { index, location, reused: true, pairs, seconds: (performance.now() - started) / 1000 };
     }
   }
   const partial = await computeShard(plan, index, options);
@@ -184,7 +191,11 @@ async function writeOutputs(
       if (location === undefined) continue;
       writers.set(
         shape.role,
-        await options.storage.createVectors(location, { rows: plan.queryRows, dim: shape.dim, dtype: shape.dtype }),
+        await options.storage.createVectors(location, {
+          rows: plan.queryRows,
+          dim: shape.dim,
+          dtype: shape.dtype,
+        }),
       );
     }
     for (let q = 0; q < plan.querySlices.length; q++) {
@@ -221,7 +232,8 @@ export async function mergePlan(plan: JobPlan, options: MergeOptions): Promise<M
   const missing: string[] = [];
   for (let index = 0; index < total; index++) {
     const location = shardLocation(plan, options.storage, index);
-    if (!(await options.storage.exists(location))) missing.push(`${describeShard(shardSpec(plan, index))}: ${location}`);
+    if (!(await options.storage.exists(location)))
+      missing.push(`${describeShard(shardSpec(plan, index))}: ${location}`);
   }
   if (missing.length > 0) {
     const shown = missing.slice(0, 10).join('\n  ');
@@ -246,6 +258,12 @@ export async function runPlanLocally(
   options: MergeOptions & ComputeSettings,
 ): Promise<MergeResult> {
   const kernel = options.kernel ?? kernelFor(plan);
-  const compute = { storage: options.storage, kernel, backend: options.backend, device: options.device, threads: options.threads };
+  const compute = {
+    storage: options.storage,
+    kernel,
+    backend: options.backend,
+    device: options.device,
+    threads: options.threads,
+  };
   return writeOutputs(plan, { ...options, kernel }, (index) => computeShard(plan, index, compute));
 }
