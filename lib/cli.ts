@@ -17,6 +17,7 @@ import { PLAN_SUMMARY, planCommand } from './cli/plan';
 import { SHARD_SUMMARY, shardCommand } from './cli/shard';
 import { SUBMIT_SUMMARY, submitCommand } from './cli/submit';
 import { WORKER_SUMMARY, workerCommand } from './cli/worker';
+import { knnCommand } from './cli/knn';
 import { CONVERT_SUMMARY, convertCommand } from './cli/convert';
 import { RECALL_SUMMARY, recallCommand } from './cli/recall';
 
@@ -24,6 +25,8 @@ import { RECALL_SUMMARY, recallCommand } from './cli/recall';
 export interface CliIo {
   out(text: string): void;
   err(text: string): void;
+  /** stderr when it is a terminal (progress bars are drawn there); absent otherwise and in tests. */
+  readonly terminal?: NodeJS.WritableStream;
 }
 
 interface SubcommandText {
@@ -84,6 +87,11 @@ const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
     main: (args, io) => workerCommand(args, io),
   },
   submit: { usage: '--plan FILE --redis URL', summary: SUBMIT_SUMMARY, main: submitCommand },
+  knn: {
+    usage: '--base FILE [--queries FILE] -k K --out FILE [options]',
+    summary: 'exact k-NN job over vector files: ids (and distances) to files, progress, --resume',
+    main: (args, io) => knnCommand(args, io, { terminal: io.terminal, signals: process }),
+  },
   convert: { usage: 'IN OUT [options]', summary: CONVERT_SUMMARY, main: convertCommand },
   recall: { usage: '--result FILE --truth FILE [-k K]', summary: RECALL_SUMMARY, main: recallCommand },
 };
@@ -168,6 +176,7 @@ if (require.main === module) {
   runCli(process.argv.slice(2), {
     out: (text) => process.stdout.write(`${text}\n`),
     err: (text) => process.stderr.write(`${text}\n`),
+    terminal: process.stderr.isTTY ? process.stderr : undefined,
   }).then(
     (code) => {
       process.exitCode = code;

@@ -67,6 +67,8 @@ export interface VectorFileWriter {
   commit(): Promise<void>;
   /** Closes and removes the temporary file; `path` is untouched. Idempotent. */
   abort(): Promise<void>;
+  /** Closes the file, keeping the temporary file for a later `resume` (a stopped job); idempotent. */
+  close(): Promise<void>;
 }
 
 /** The file bytes of a layout's header (empty for .Xvecs). */
@@ -327,6 +329,15 @@ export async function createVectorFileWriter(
       }
       state = 'committed';
       await syncFolder(dirname(resolve(path)));
+    },
+    async close() {
+      if (state !== 'open') return;
+      state = 'closed';
+      try {
+        await file.close();
+      } catch (e) {
+        throw fileIoError(tempPath, 'close it', e);
+      }
     },
     async abort() {
       if (state === 'committed' || state === 'aborted') return;
