@@ -321,6 +321,61 @@ describe('distributed jobs on BullMQ (real redis-server, worker processes)', fun
     );
   });
 
+  it('keops-node knn --redis --shards: the same files as keops-node knn on one machine', async () => {
+    const url = (redis as TestRedis).url;
+    const queue = `knncli-${process.pid}`;
+    const r = rng(34);
+    await writeVectors(
+      join(dir, 'cq.fbin'),
+      Float32Array.from({ length: 70 * 9 }, () => r()),
+      9,
+      'float32',
+    );
+    await writeVectors(
+      join(dir, 'cb.fbin'),
+      Float32Array.from({ length: 150 * 9 }, () => r()),
+      9,
+      'float32',
+    );
+    const io = { out: () => undefined, err: () => undefined };
+    const common = [
+      'knn',
+      '--queries',
+      join(dir, 'cq.fbin'),
+      '--base',
+      join(dir, 'cb.fbin'),
+      '-k',
+      '5',
+      '--metric',
+      'cosine',
+    ];
+    expect(
+      await runCli([...common, '--out', join(dir, 'one.npy'), '--distances', join(dir, 'one-d.npy')], io),
+    ).to.equal(0);
+    const worker = await startWorker({ redis: url, queue, storage: fileStorage(), backend: 'cpu' });
+    let out = '';
+    try {
+      const argv = [...common, '--out', join(dir, 'many.npy'), '--distances', join(dir, 'many-d.npy')];
+      const code = await runCli(
+        [...argv, '--redis', url, '--queue', queue, '--shards', '3', '--base-shards', '2'],
+        {
+          out: (t) => (out += `${t}\n`),
+          err: () => undefined,
+        },
+      );
+      expect(code, out).to.equal(0);
+    } finally {
+      await worker.close();
+    }
+    expect(out).to.contain('6 shards on the workers of the queue');
+    expect(readFileSync(join(dir, 'many.npy'))).to.deep.equal(readFileSync(join(dir, 'one.npy')));
+    expect(readFileSync(join(dir, 'many-d.npy'))).to.deep.equal(readFileSync(join(dir, 'one-d.npy')));
+    expect(await runCli([...common, '--out', join(dir, 'x.npy'), '--shards', '2'], io)).to.equal(2);
+    expect(await runCli([...common, '--out', join(dir, 'x.npy'), '--redis', url, '--resume'], io)).to.equal(
+      2,
+    );
+  });
+
   it('Redis unreachable: ERR_QUEUE at once from submit, worker and the command line (no hang)', async () => {
     const port = await freePort();
     const url = `redis://user:secret@127.0.0.1:${port}`;
