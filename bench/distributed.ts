@@ -26,6 +26,7 @@ import { knn } from '../lib/knn';
 import { freePort } from '../test/distributed-util';
 
 const DATA = '/usr/share/datasets/fashion-mnist';
+const load = () => loadavg()[0].toFixed(1);
 const CLI = join(__dirname, '..', 'lib', 'cli.ts');
 
 const [queriesArg, workersArg, shardsArg, tinyArg] = process.argv.slice(2);
@@ -168,7 +169,7 @@ async function main(): Promise<void> {
         readFileSync(join(dir, `d-${count}.fbin`)).equals(readFileSync(join(dir, 'local-d.fbin')));
       console.log(
         `${count} worker(s) x ${threads} thread(s): ${seconds.toFixed(2)} s, ${(pairs / seconds / 1e6).toFixed(1)} Mpairs/s, ` +
-          `${(seconds / localSeconds).toFixed(2)}x the local time; outputs ${same ? 'byte-identical' : 'DIFFERENT'}`,
+          `${(seconds / localSeconds).toFixed(2)}x the local time; outputs ${same ? 'byte-identical' : 'DIFFERENT'} (load ${load()})`,
       );
       for (const w of workers) w.child.kill('SIGTERM');
       await Promise.all(workers.map((w) => new Promise((r) => w.child.once('exit', r))));
