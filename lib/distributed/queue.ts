@@ -162,18 +162,18 @@ class PlanCache {
 
 export async function startWorker(options: WorkerOptions): Promise<RunningWorker> {
   const names = queueNames(options);
+  const devices = options.devices === undefined ? undefined : [...options.devices];
+  const concurrency = options.concurrency ?? devices?.length ?? 1;
+  if (!Number.isSafeInteger(concurrency) || concurrency < 1 || concurrency > (devices?.length ?? Infinity)) {
+    const most = devices === undefined ? '' : ` and at most the ${devices.length} GPUs given`;
+    throw new KeOpsError(
+      'ERR_INVALID_ARGUMENT',
+      `concurrency must be an integer >= 1${most}, got ${String(concurrency)}`,
+    );
+  }
   const connection = await connectRedis(options);
   const log = options.onEvent ?? (() => undefined);
   const name = `${hostname()}:${process.pid}`;
-  const devices = options.devices === undefined ? undefined : [...options.devices];
-  const concurrency = options.concurrency ?? devices?.length ?? 1;
-  if (!Number.isSafeInteger(concurrency) || concurrency < 1) {
-    await connection.quit().catch(() => undefined);
-    throw new KeOpsError(
-      'ERR_INVALID_ARGUMENT',
-      `concurrency must be an integer >= 1, got ${String(concurrency)}`,
-    );
-  }
   const free = devices === undefined ? [] : [...devices];
   const plans = new PlanCache();
   const common = {
