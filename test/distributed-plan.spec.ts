@@ -19,6 +19,7 @@ import {
   writePlan,
 } from '../lib/distributed/plan';
 import { mergePlan, runPlanLocally, runShard } from '../lib/distributed/shards';
+import { startWorker } from '../lib/distributed/queue';
 import { shardLocation } from '../lib/distributed/shard-file';
 import { expectClose, randArray, rejection, rng } from './util';
 import { memoryStorage } from './distributed-util';
@@ -297,6 +298,10 @@ describe('distributed plans, shards and merges (in process)', function () {
 
   it('bad requests are typed errors', async () => {
     const { storage } = setup(7);
+    const worker = { redis: 'redis://127.0.0.1:1', storage };
+    await rejects(startWorker({ ...worker, devices: [0], concurrency: 2 }), 'ERR_INVALID_ARGUMENT');
+    await rejects(startWorker({ ...worker, concurrency: 0 }), 'ERR_INVALID_ARGUMENT');
+    await rejects(startWorker({ ...worker, queue: 'no spaces' }), 'ERR_INVALID_ARGUMENT');
     const base = sumRequest({ querySlices: 1, baseSlices: 1, chunkRows: 10 });
     await rejects(
       createReductionPlan({ ...base, inputs: { x: '/data/x', y: '/data/y' } }, storage),
