@@ -4,7 +4,7 @@
  * our own, against the local run (knn() over the same files); then the queue's overhead per shard, with tiny
  * shards. Outputs are checked byte-identical to the local run's.
  *
- *     npx ts-node --transpile-only bench/distributed.ts [queries=10000] [workers=1,2,4] [shards=8] [tinyShards=200]
+ *     npx ts-node --transpile-only bench/distributed.ts [queries=10000] [workers=1,2,4] [shards=8] [tinyShards=200] [baseSlices=1]
  *
  * Needs /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist) and redis-server. Worker start-up
  * (a Node process loading keops-node) is outside the clock: the workers are waiting before each job is submitted.
@@ -29,11 +29,13 @@ const DATA = '/usr/share/datasets/fashion-mnist';
 const load = () => loadavg()[0].toFixed(1);
 const CLI = join(__dirname, '..', 'lib', 'cli.ts');
 
-const [queriesArg, workersArg, shardsArg, tinyArg] = process.argv.slice(2);
+const [queriesArg, workersArg, shardsArg, tinyArg, baseSlicesArg] = process.argv.slice(2);
 const QUERIES = Number(queriesArg ?? 10000);
 const WORKERS = (workersArg ?? '1,2,4').split(',').map(Number);
 const SHARDS = Number(shardsArg ?? 8);
 const TINY_SHARDS = Number(tinyArg ?? 200);
+/** Base slices: the shards are (SHARDS / BASE_SLICES) query slices x BASE_SLICES base slices. */
+const BASE_SLICES = Number(baseSlicesArg ?? 1);
 
 function startRedis(dir: string, port: number): ChildProcess {
   return spawn(
@@ -112,7 +114,7 @@ async function main(): Promise<void> {
         .join(' ')}`,
     );
     console.log(
-      `Fashion-MNIST: ${QUERIES} queries x 60000 base, uint8, D = 784, k = 10, l2; ${SHARDS} shards (query slices)`,
+      `Fashion-MNIST: ${QUERIES} queries x 60000 base, uint8, D = 784, k = 10, l2; ${SHARDS} shards (${Math.max(1, Math.round(SHARDS / BASE_SLICES))} query slices x ${BASE_SLICES} base slices)`,
     );
 
     // Local: knn() over the same files, all cores, written to the same formats.
@@ -138,7 +140,7 @@ async function main(): Promise<void> {
     }
     const pairs = QUERIES * 60000;
     console.log(
-      `local knn(): ${localSeconds.toFixed(2)} s, ${(pairs / localSeconds / 1e6).toFixed(1)} Mpairs/s`,
+      `local knn(): ${localSeconds.toFixed(2)} s, ${(pairs / localSeconds / 1e6).toFixed(1)} Mpairs/s (load ${load()})`,
     );
 
     for (const count of WORKERS) {
@@ -154,7 +156,8 @@ async function main(): Promise<void> {
             queries,
             base,
             k: 10,
-            querySlices: SHARDS,
+            querySlices: Math.max(1, Math.round(SHARDS / BASE_SLICES)),
+            baseSlices: BASE_SLICES,
             shardDir: join(dir, `shards-${count}`),
             outputs: { ids: join(dir, `ids-${count}.ibin`), distances: join(dir, `d-${count}.fbin`) },
           },
