@@ -18,7 +18,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { isAbsolute, resolve } from 'node:path';
 import { KeOpsError } from '../errors';
 import type { Dtype } from '../backend/plan';
 import { type StorageDtype, STORAGE_DTYPES } from '../io/vector-source';
@@ -233,8 +233,7 @@ export function absoluteLocation(location: string, base = process.cwd()): string
 }
 
 /** The default shard folder of a plan file: next to it. */
-export const defaultShardDir = (planPath: string): string =>
-  resolve(dirname(resolve(planPath)), `${resolve(planPath).split('/').pop() ?? 'plan'}.shards`);
+export const defaultShardDir = (planPath: string): string => `${resolve(planPath)}.shards`;
 
 // ---- validation ----
 
