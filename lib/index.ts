@@ -172,6 +172,14 @@ export {
   runKnnSearch,
   vectorSourceOf,
 } from './knn/index';
+export {
+  CHECKPOINT_SUFFIX,
+  type KnnJobOptions,
+  type KnnJobProgress,
+  type KnnJobResult,
+  PARTIAL_SUFFIX,
+  runKnnJob,
+} from './jobs/knn-job';
 export { type VectorFileFormat } from './io/formats';
 export {
   DEFAULT_MAX_GZIP_BYTES,

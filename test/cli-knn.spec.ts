@@ -6,7 +6,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { Writable } from 'node:stream';
-import { existsSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { runCli } from '../lib/cli';
@@ -41,7 +41,7 @@ describe('keops-node knn: sizes and progress lines', () => {
     }
   });
 
-  it('writes a progress line at most every interval, with rows, rate and ETA', () => {
+  it('writes a progress line at most every interval, and the last one, with rows, rate and ETA', () => {
     const lines: string[] = [];
     const display = lineProgress('knn', (l) => lines.push(l), 5000);
     const at = (elapsedMs: number, rowsDone: number): ProgressState => ({
@@ -58,14 +58,15 @@ describe('keops-node knn: sizes and progress lines', () => {
       [4999, 400],
       [5000, 500],
       [9000, 900],
-      [10_000, 1000],
+      [9500, 1000],
+      [12_000, 1000],
     ]) {
       display.update(at(ms, rows));
     }
     expect(lines).to.deep.equal([
       'knn: 0.0% (0/1000 rows), 0.00 pairs/s, ETA ?',
       'knn: 50.0% (500/1000 rows), 10.0 kpairs/s, ETA 5s',
-      'knn: 100.0% (1000/1000 rows), 10.0 kpairs/s, ETA 0s',
+      'knn: 100.0% (1000/1000 rows), 10.5 kpairs/s, ETA 0s',
     ]);
     expect([formatDuration(75), formatDuration(3 * 3600 + 120), formatDuration(undefined)]).to.deep.equal([
       '1m15s',
@@ -289,6 +290,37 @@ describe('keops-node knn', function () {
     expect(r.err).to.match(/^keops-node knn: ERR_FILE_IO: .*missing\.fbin/);
   });
 
+  it('fails with exit 1 when an input is truncated mid-job, saying that the checkpoint is kept; resume refused', async () => {
+    const changing = join(dir, 'changing.fbin');
+    copyFileSync(basePath, changing);
+    const ids = join(dir, 'truncated.ibin');
+    const args = ['--base', changing, '--queries', queryPath, '-k', '3', '--out', ids, '--block-rows', '10'];
+    const poll = setInterval(() => {
+      if (checkpointRows(ids + CHECKPOINT_SUFFIX) > 0) {
+        clearInterval(poll);
+        truncateSync(changing, 8 + 4 * DIM * 5000);
+      }
+    }, 2);
+    let err = '';
+    const code = await knnCommand(args, { out: () => undefined, err: (t) => (err += `${t}\n`) });
+    clearInterval(poll);
+    expect(code, err).to.equal(1);
+    // The chunked executor reports a failing read as ERR_SOURCE, with the reader's message (file, byte offset).
+    expect(err).to.match(
+      /^keops-node knn: ERR_SOURCE: .*changing\.fbin: at byte \d+: the file is truncated/m,
+    );
+    expect(err).to.match(/\d+ query rows are checkpointed: once the cause is fixed, add --resume/);
+    expect(existsSync(ids)).to.equal(false);
+    // Rewritten whole but with other rows, the input is another file: resuming is refused rather than mixing
+    // two results.
+    const other = baseData.slice();
+    other[other.length - 1] += 1;
+    writeFbin(changing, other, DIM);
+    const resumed = await cli('knn', ...args, '--resume');
+    expect(resumed.code).to.equal(1);
+    expect(resumed.err).to.contain('ERR_CHECKPOINT').and.to.contain('base.');
+  });
+
   it('killed with SIGKILL after a checkpoint, leaves no output; --resume then writes the same bytes', async () => {
     const ids = join(dir, 'killed.ibin');
     const distances = join(dir, 'killed.fbin');
@@ -307,10 +339,11 @@ describe('keops-node knn', function () {
     expect(refused.code).to.equal(1);
     expect(refused.err).to.contain('ERR_CHECKPOINT').and.to.contain('--resume');
 
-    // Resumed in a new process, with larger blocks (the checkpoint counts rows; results do not depend on blocks).
-    const resumed = await spawnCli([...args, '--block-rows', '500', '--resume']).output;
-    expect(resumed.code, resumed.stderr).to.equal(0);
-    expect(resumed.stdout).to.contain(`resumed at row ${after}`);
+    // Resumed (from what is on disk only) with larger blocks: the checkpoint counts rows, results do not
+    // depend on blocks.
+    const resumed = await cli(...args, '--block-rows', '500', '--resume');
+    expect(resumed.code, resumed.err).to.equal(0);
+    expect(resumed.out).to.contain(`resumed at row ${after}`);
     expect(sameBytes(ids, reference.ids)).to.equal(true);
     expect(sameBytes(distances, reference.distances)).to.equal(true);
     expect(existsSync(ids + CHECKPOINT_SUFFIX)).to.equal(false);

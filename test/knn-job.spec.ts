@@ -2,19 +2,23 @@
  * k-NN jobs over files (issue 12, item 4): results against a float64 brute force, output bytes independent of
  * blocks / memory / threads, abort and resume giving the same bytes, checkpoints of other jobs, corrupt ones.
  */
-import {
-  existsSync,
-  readFileSync,
-  readdirSync,
-  rmSync,
-  utimesSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { openVectorFile } from '../lib/io/vector-file';
 import { vectorsFromArray } from '../lib/io/vector-source';
-import { CHECKPOINT_SUFFIX, type KnnJobOptions, partialPathOf, runKnnJob } from '../lib/jobs/knn-job';
+import type { KeOpsError } from '../lib/errors';
+import { type Checkpoint, jobHash, readCheckpoint, writeCheckpoint } from '../lib/jobs/checkpoint';
+import {
+  CHECKPOINT_SUFFIX,
+  type KnnJobOptions,
+  LOCK_SUFFIX,
+  PARTIAL_SUFFIX,
+  partialPathOf,
+  runKnnJob,
+} from '../lib/jobs/knn-job';
 import {
   bruteForceKnn,
   integerPoints,
@@ -83,7 +87,7 @@ describe('k-NN jobs over files', function () {
     expect(ids.values).to.deep.equal(expected.ids);
     expect(distances.values).to.deep.equal(expected.distances); // integer points: exact in float32
     expect(existsSync(options.out + CHECKPOINT_SUFFIX)).to.equal(false);
-    expect(readdirSync(dir).filter((f) => /partial|checkpoint|tmp/.test(f))).to.deep.equal([]);
+    expect(readdirSync(dir).filter((f) => /partial|checkpoint|lock|tmp/.test(f))).to.deep.equal([]);
   });
 
   it('matches the brute force for every metric, and for a k-NN graph without self (queries = base)', async () => {
@@ -242,6 +246,15 @@ describe('k-NN jobs over files', function () {
     const otherQueries = await rejection(runKnnJob({ ...options, queries: basePath, resume: true }));
     expect(otherQueries.code).to.equal('ERR_CHECKPOINT');
     expect(otherQueries.message).to.contain('queries');
+    // Made on another processor (which may round a last bit differently): another job too.
+    const path = options.out + CHECKPOINT_SUFFIX;
+    const found = (await readCheckpoint(path)) as Checkpoint;
+    const identity = { ...found.identity, processor: 'cpu: some other model' };
+    await writeCheckpoint(path, { ...found, identity, job: jobHash(identity) });
+    const elsewhere = await rejection(runKnnJob({ ...options, resume: true }));
+    expect(elsewhere.code).to.equal('ERR_CHECKPOINT');
+    expect(elsewhere.message).to.contain('differs in: processor)');
+    await writeCheckpoint(path, found);
     const noDistances = await rejection(runKnnJob({ ...options, distancesOut: undefined, resume: true }));
     expect(noDistances.code).to.equal('ERR_CHECKPOINT');
     expect(noDistances.message).to.contain('outputs');
@@ -301,6 +314,26 @@ describe('k-NN jobs over files', function () {
     expect(existsSync(finished.out + CHECKPOINT_SUFFIX)).to.equal(false);
   });
 
+  it('runs a job in one process at a time (a lock file), taking over the lock of a process that died', async () => {
+    const options = job({ blockRows: 5 });
+    const outcomes = await Promise.allSettled([runKnnJob(options), runKnnJob(options)]);
+    expect(outcomes.map((o) => o.status).sort()).to.deep.equal(['fulfilled', 'rejected']);
+    const error = (outcomes.find((o) => o.status === 'rejected') as PromiseRejectedResult)
+      .reason as KeOpsError;
+    expect(error.code).to.equal('ERR_CHECKPOINT');
+    expect(error.message)
+      .to.contain(`pid ${process.pid} on ${hostname()}`)
+      .and.to.contain('is running this job');
+    expect(existsSync(options.out + LOCK_SUFFIX)).to.equal(false);
+
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid as number;
+    const orphan = job();
+    writeFileSync(orphan.out + LOCK_SUFFIX, `${dead} ${hostname()}\n`);
+    await runKnnJob(orphan);
+    expect(existsSync(orphan.out)).to.equal(true);
+    expect(existsSync(orphan.out + LOCK_SUFFIX)).to.equal(false);
+  });
+
   it('reports a missing input as ERR_FILE_IO and bad options as ERR_INVALID_ARGUMENT, writing nothing', async () => {
     const missing = job({ base: join(dir, 'no-such.fbin') });
     expect((await rejection(runKnnJob(missing))).code).to.equal('ERR_FILE_IO');
@@ -310,6 +343,19 @@ describe('k-NN jobs over files', function () {
       const error = await rejection(runKnnJob(options));
       expect(error.code, JSON.stringify(bad)).to.equal('ERR_INVALID_ARGUMENT');
       expect(existsSync(options.out + CHECKPOINT_SUFFIX)).to.equal(false);
+    }
+    // Failing or stopped before the first block is done: nothing is left behind (nothing to resume).
+    const aborted = job();
+    const stop = new AbortController();
+    stop.abort();
+    expect((await rejection(runKnnJob({ ...aborted, signal: stop.signal }))).code).to.equal('ERR_ABORTED');
+    const noGpu = job();
+    expect((await rejection(runKnnJob({ ...noGpu, devices: [0] }))).code).to.equal('ERR_NO_GPU');
+    for (const options of [aborted, noGpu]) {
+      for (const path of [options.out, options.distancesOut as string]) {
+        for (const suffix of ['', CHECKPOINT_SUFFIX, PARTIAL_SUFFIX, LOCK_SUFFIX])
+          expect(existsSync(path + suffix)).to.equal(false);
+      }
     }
     const same = job();
     const error = await rejection(runKnnJob({ ...same, distancesOut: same.out }));

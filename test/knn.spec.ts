@@ -8,6 +8,7 @@ import { expect } from 'chai';
 import { float16ToNumber } from '../lib/io/vector-source';
 import {
   knn,
+  type KnnInput,
   type KnnMetric,
   type KnnResult,
   KnnSearch,
@@ -221,6 +222,12 @@ describe('knn', function () {
         const result = await knn({ data: x, dim: D }, { data: y, dim: D }, { k, dtype });
         expect(result.distances).to.be.instanceOf(dtype === 'float32' ? Float32Array : Float64Array);
         expectNeighbours(result, referenceOrder(rows(x, D), rows(y, D), REFERENCE.l2), k, 0);
+        const chunked = await knn(
+          { data: x, dim: D },
+          { data: y, dim: D },
+          { k, dtype, chunkRows: { queries: 2, base: 7 }, threads: 1 },
+        );
+        expectSameBytes(chunked, result, `D = 784 ${dtype}, chunked`);
       }
     });
 
@@ -280,9 +287,12 @@ describe('knn', function () {
         for (const passRanks of passes) {
           const search = new KnnSearch({ dim: D, k, metric, passRanks });
           expect(search.hash).to.equal(new KnnSearch({ dim: D, k, metric }).hash);
+          let pairs = 0;
           const multi = await runKnnSearch(search, vectorSourceOf(queries, 'q'), vectorSourceOf(base, 'b'), {
             chunkRows: { queries: 5, base: 40 },
+            onProgress: (p) => (pairs = p.pairsDone),
           });
+          expect(pairs).to.equal(M * N);
           expectSameBytes(multi, single, `${name}, ${passRanks} ranks per pass`);
         }
         expectNeighbours(
@@ -515,6 +525,24 @@ describe('knn', function () {
         'ERR_ARG_TYPE',
       );
       expect(await code(knn(x, y, { k: 1, memoryLimit: 10 }))).to.equal('ERR_MEMORY_LIMIT');
+      expect(await code(knn(x, y, { k: 20000, memoryLimit: 10 }))).to.equal('ERR_MEMORY_LIMIT');
+      expect(await code(knn(x, y, { k: 20000, devices: [0] }))).to.equal('ERR_INVALID_ARGUMENT');
+      // A source that returns the wrong rows, or fails.
+      const short = {
+        rows: 100,
+        dim: 3,
+        dtype: 'float32' as const,
+        name: 'short',
+        read: () => Promise.resolve(new Float32Array(3)),
+      };
+      expect(await code(knn(x, short, { k: 1 }))).to.equal('ERR_SOURCE');
+      const failing = { ...short, name: 'failing', read: () => Promise.reject(new Error('disk on fire')) };
+      const e = await rejection(knn(x, failing, { k: 1 }));
+      expect(e.code).to.equal('ERR_SOURCE');
+      expect(e.message).to.contain('disk on fire');
+      expect(
+        await code(knn(x, { rows: 3, dim: 3, read: short.read } as unknown as KnnInput, { k: 1 })),
+      ).to.equal('ERR_ARG_TYPE');
       expectKeOpsError(() => new KnnSearch({ dim: 0, k: 1 }), 'ERR_ARG_SHAPE');
       const search = new KnnSearch({ dim: 3, k: 2 });
       expect(await code(search.partial(Float64Array.from(x.data), y.data, 0))).to.equal('ERR_ARG_DTYPE');

@@ -166,6 +166,16 @@ async function expectReads(
       expect(part.length, `${path} [${a}, ${b})`).to.equal((b - a) * dim);
       expect([...part], `${path} [${a}, ${b})`).to.deep.equal(rowsOf(values, dim, a, b));
     }
+    // Into one reused buffer, longer than needed.
+    const target = whole.slice();
+    for (const [a, b] of [
+      [2, 5],
+      [0, 1],
+    ]) {
+      const part = await file.readInto(a, b, target);
+      expect(part.buffer, 'a view of the target').to.equal(target.buffer);
+      expect([...part], `${path} readInto [${a}, ${b})`).to.deep.equal(rowsOf(values, dim, a, b));
+    }
     // Concurrent reads in any order.
     const parts = await Promise.all([file.read(5, 7), file.read(0, 2), file.read(2, 5)]);
     expect(parts.flatMap((p) => [...p] as unknown[])).to.deep.equal([
@@ -286,6 +296,33 @@ describe('vector files: readers', () => {
     );
   });
 
+  it('reads Fashion-MNIST as Debian ships it (gzipped IDX), when installed', async function () {
+    const folder = '/usr/share/datasets/fashion-mnist';
+    if (!existsSync(join(folder, 't10k-images-idx3-ubyte.gz'))) {
+      console.log(`      (skipped: ${folder} is not installed: apt-get install dataset-fashion-mnist)`);
+      this.skip();
+    }
+    const images = await openVectorFile(join(folder, 't10k-images-idx3-ubyte.gz'));
+    const labels = await openVectorFile(join(folder, 't10k-labels-idx1-ubyte.gz'));
+    try {
+      expect([images.rows, images.dim, images.dtype, images.format]).to.deep.equal([
+        10000,
+        784,
+        'uint8',
+        'idx',
+      ]);
+      expect([labels.rows, labels.dim, labels.dtype]).to.deep.equal([10000, 1, 'uint8']);
+      const counts = new Array<number>(10).fill(0);
+      for (const label of (await labels.read(0, 10000)) as Uint8Array) counts[label]++;
+      expect(counts, 'ten classes of 1000 test images').to.deep.equal(new Array<number>(10).fill(1000));
+      const last = (await images.read(9999, 10000)) as Uint8Array;
+      expect(last.length).to.equal(784);
+      expect(Math.max(...last)).to.be.above(0);
+    } finally {
+      await Promise.all([images.close(), labels.close()]);
+    }
+  });
+
   it('takes the format from options.format when the name says none or another', async () => {
     const values = valuesOf('float32', ROWS * DIM, 9);
     const path = put('vectors.dat', binFile(values, ROWS, DIM));
@@ -366,6 +403,15 @@ describe('vector files: readers', () => {
     ]) {
       expect((await rejection(file.read(a, b))).code, `[${a}, ${b})`).to.equal('ERR_INVALID_ARGUMENT');
     }
+    expect((await rejection(file.readInto(0, 2, new Float32Array(5)))).code, 'short').to.equal(
+      'ERR_INVALID_ARGUMENT',
+    );
+    expect((await rejection(file.readInto(0, 1, new Float64Array(3)))).code, 'dtype').to.equal(
+      'ERR_INVALID_ARGUMENT',
+    );
+    expect((await rejection(file.readInto(3, 5, new Float32Array(6)))).code, 'range').to.equal(
+      'ERR_INVALID_ARGUMENT',
+    );
     await file.close();
     await file.close();
     const e = await rejection(file.read(0, 1));
@@ -614,6 +660,9 @@ describe('vector files: writers', () => {
     expect(
       (await rejection(createVectorFileWriter(join(dir, 'zero.fvecs'), { rows: 0, dim: 2 }))).code,
     ).to.equal('ERR_INVALID_ARGUMENT');
+    expect((await rejection(createVectorFileWriter(path, { rows: 1, dim: 2, resume: true }))).code).to.equal(
+      'ERR_INVALID_ARGUMENT',
+    );
     expect(
       (await rejection(createVectorFileWriter(join(dir, 'x.fbin.gz'), { rows: 1, dim: 2 }))).code,
     ).to.equal('ERR_INVALID_ARGUMENT');
@@ -700,8 +749,16 @@ describe('vector files: writers', () => {
 
     const second = await createVectorFileWriter(path, { rows: 6, dim: 4, tempPath, resume: true });
     expect(second.resumed).to.equal(true);
-    await second.writeRows(3, values.subarray(12));
-    await second.commit();
+    await second.writeRows(3, values.subarray(12, 16));
+    // A clean stop: closed, the temporary file kept, nothing at the path.
+    await second.close();
+    await second.close();
+    expect((await rejection(second.writeRows(4, values.subarray(16)))).code).to.equal('ERR_FILE_IO');
+    expect(existsSync(path)).to.equal(false);
+    const third = await createVectorFileWriter(path, { rows: 6, dim: 4, tempPath, resume: true });
+    expect(third.resumed).to.equal(true);
+    await third.writeRows(4, values.subarray(16));
+    await third.commit();
     expect(readFileSync(path).equals(vecsFile(values, 6, 4))).to.equal(true);
     expect(existsSync(tempPath)).to.equal(false);
 

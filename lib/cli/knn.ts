@@ -43,7 +43,7 @@ Without --queries the base is its own query set (a k-NN graph), which needs --ex
 
 Outputs appear at their paths only when complete. OUT.keops-checkpoint records the finished query rows: a
 job stopped by Ctrl-C, a crash or kill -9 continues with the same command plus --resume, and writes the
-same bytes as an uninterrupted run. Results do not depend on --memory, --threads or --device.
+same bytes as an uninterrupted run. Results do not depend on --memory, --threads or --block-rows.
 
 Exit codes: 0 done, 1 failed (the message starts with the error code), 2 bad arguments,
 130 interrupted (resume with --resume).`;
@@ -214,15 +214,23 @@ export async function knnCommand(
   } catch (e) {
     display.stop();
     if (controller.signal.aborted && isKeOpsError(e) && e.code === 'ERR_ABORTED') {
-      const where = last === undefined ? '' : ` after ${last.rowsDone} of ${last.rows} query rows`;
+      const done = last?.rowsDone ?? 0;
+      const rows = last?.rows ?? 0;
       io.err(
-        `keops-node knn: interrupted${where} (${formatDuration((last?.elapsedMs ?? 0) / 1000)}); ` +
-          'the checkpoint is kept: run the same command with --resume to continue',
+        `keops-node knn: interrupted after ${done} of ${rows} query rows ` +
+          `(${formatDuration((last?.elapsedMs ?? 0) / 1000)}); ` +
+          (done > 0
+            ? 'the checkpoint is kept: run the same command with --resume to continue'
+            : 'no block had finished, nothing was kept'),
       );
       return EXIT_INTERRUPTED;
     }
     if (!isKeOpsError(e)) throw e;
     io.err(`keops-node knn: ${e.code}: ${e.message}`);
+    const kept = last?.rowsDone ?? 0; // the job keeps its checkpoint once a block is done
+    if (kept > 0 && e.code !== 'ERR_CHECKPOINT') {
+      io.err(`keops-node knn: ${kept} query rows are checkpointed: once the cause is fixed, add --resume`);
+    }
     return EXIT_FAILURE;
   } finally {
     env.signals.off('SIGINT', onSigint);

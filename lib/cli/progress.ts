@@ -64,17 +64,20 @@ export function progressLine(label: string, state: ProgressState): string {
   );
 }
 
-/** Plain lines through `write`, the first at once, then at most every `intervalMs`. */
+/** Plain lines through `write`: the first at once, then at most every `intervalMs`, and the last one. */
 export function lineProgress(
   label: string,
   write: (line: string) => void,
   intervalMs: number,
 ): ProgressDisplay {
   let last = -Infinity;
+  let ended = false;
   return {
     update(state) {
-      if (state.elapsedMs - last < intervalMs) return;
+      const end = state.rowsDone === state.rows; // the last line always comes, once
+      if (ended || (state.elapsedMs - last < intervalMs && !end)) return;
       last = state.elapsedMs;
+      ended = end;
       write(progressLine(label, state));
     },
     stop() {},

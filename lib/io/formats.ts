@@ -289,7 +289,10 @@ export function formatFromName(path: string): { format: VectorFileFormat | undef
   if (/(^|[.-])idx\d*(-ubyte)?$/.test(name) || name.endsWith('-ubyte')) return { format: 'idx', gzip };
   const dot = name.lastIndexOf('.');
   const extension = dot < 0 ? '' : name.slice(dot + 1);
-  return { format: isVectorFileFormat(extension) ? extension : undefined, gzip };
+  const format = (Object.keys(VECTOR_FILE_FORMATS) as VectorFileFormat[]).find((f) =>
+    VECTOR_FILE_FORMATS[f].extensions.includes(extension),
+  );
+  return { format, gzip };
 }
 
 /** The format to use for `path`: the one given, else the one its name says; ERR_INVALID_ARGUMENT otherwise. */

@@ -8,7 +8,13 @@ import { open } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { gunzip } from 'node:zlib';
 import { KeOpsError } from '../errors';
-import { type StorageArray, type StorageDtype, STORAGE_BYTES, type VectorSource } from './vector-source';
+import {
+  type StorageArray,
+  type StorageDtype,
+  STORAGE_BYTES,
+  storageDtypeOf,
+  type VectorSource,
+} from './vector-source';
 import {
   type ByteReader,
   fileByteReader,
@@ -50,6 +56,11 @@ export interface VectorFile extends VectorSource {
   readonly gzip: boolean;
   /** Byte offset of row 0 (of its dimension prefix, for .Xvecs). */
   readonly dataOffset: number;
+  /**
+   * Reads rows [start, end) into `target` (an array of the file's dtype, at least (end − start) × dim long:
+   * one buffer reused over a scan spares allocating and zeroing a new one per block); returns the part filled.
+   */
+  readInto<T extends StorageArray>(start: number, end: number, target: T): Promise<T>;
   close(): Promise<void>;
 }
 
@@ -188,17 +199,15 @@ function vectorFile(
   const stride = rowStride(layout);
   const path = reader.path;
 
-  async function readPlain(start: number, end: number): Promise<StorageArray> {
-    const buffer = new ArrayBuffer((end - start) * rowBytes);
-    const bytes = new Uint8Array(buffer);
+  /** Reads rows [start, end) into `out` (their bytes, from its start). */
+  async function readPlain(start: number, end: number, out: Uint8Array): Promise<void> {
+    const bytes = out.subarray(0, (end - start) * rowBytes);
     await reader.readInto(layout.dataOffset + start * stride, bytes.length, bytes);
     if (layout.bigEndian) swapBytes(bytes, valueBytes);
-    return storageView(dtype, buffer, 0, (end - start) * dim);
   }
 
-  async function readPrefixed(start: number, end: number): Promise<StorageArray> {
-    const buffer = new ArrayBuffer((end - start) * rowBytes);
-    const out = new Uint8Array(buffer);
+  /** The same for .Xvecs rows: read through a scratch buffer, each row's dimension prefix checked and dropped. */
+  async function readPrefixed(start: number, end: number, out: Uint8Array): Promise<void> {
     const block = Math.max(1, Math.floor(VECS_SCRATCH_BYTES / stride));
     const scratch = new Uint8Array(Math.min(block, end - start) * stride);
     const view = new DataView(scratch.buffer);
@@ -211,8 +220,24 @@ function vectorFile(
         out.set(scratch.subarray(at + 4, at + stride), (r - start) * rowBytes);
       }
     }
-    return storageView(dtype, buffer, 0, (end - start) * dim);
   }
+
+  const checkRange = (start: number, end: number): void => {
+    if (
+      !Number.isSafeInteger(start) ||
+      !Number.isSafeInteger(end) ||
+      start < 0 ||
+      end < start ||
+      end > rows
+    ) {
+      throw new KeOpsError(
+        'ERR_INVALID_ARGUMENT',
+        `${path}: bad row range [${start}, ${end}) of ${rows} rows`,
+      );
+    }
+  };
+  const readBytesOf = (start: number, end: number, out: Uint8Array): Promise<void> =>
+    layout.dimPrefix ? readPrefixed(start, end, out) : readPlain(start, end, out);
 
   return {
     path,
@@ -223,19 +248,24 @@ function vectorFile(
     dim,
     dtype,
     dataOffset: layout.dataOffset,
-    read(start, end) {
-      if (
-        !Number.isSafeInteger(start) ||
-        !Number.isSafeInteger(end) ||
-        start < 0 ||
-        end < start ||
-        end > rows
-      ) {
-        return Promise.reject(
-          new KeOpsError('ERR_INVALID_ARGUMENT', `${path}: bad row range [${start}, ${end}) of ${rows} rows`),
+    async read(start, end) {
+      checkRange(start, end);
+      const buffer = new ArrayBuffer((end - start) * rowBytes);
+      await readBytesOf(start, end, new Uint8Array(buffer));
+      return storageView(dtype, buffer, 0, (end - start) * dim);
+    },
+    async readInto(start, end, target) {
+      checkRange(start, end);
+      const length = (end - start) * dim;
+      const own = storageDtypeOf(target);
+      if (!(own === dtype || (own === 'float16' && dtype === 'bfloat16')) || target.length < length) {
+        throw new KeOpsError(
+          'ERR_INVALID_ARGUMENT',
+          `${path}: readInto needs an array of at least ${length} ${dtype} values, got a ${target.constructor.name} of ${target.length}`,
         );
       }
-      return layout.dimPrefix ? readPrefixed(start, end) : readPlain(start, end);
+      await readBytesOf(start, end, new Uint8Array(target.buffer, target.byteOffset, length * valueBytes));
+      return target.subarray(0, length) as typeof target;
     },
     close: () => reader.close(),
   };

@@ -67,7 +67,10 @@ export interface VectorFileWriter {
   commit(): Promise<void>;
   /** Closes and removes the temporary file; `path` is untouched. Idempotent. */
   abort(): Promise<void>;
-  /** Closes the file, keeping the temporary file for a later `resume` (a stopped job); idempotent. */
+  /**
+   * Syncs and closes the temporary file and keeps it, for a later writer with `tempPath` and `resume: true` (a
+   * job stopping cleanly, to continue later). `path` is untouched; `abort()` may still remove the file.
+   */
   close(): Promise<void>;
 }
 
@@ -236,6 +239,9 @@ export async function createVectorFileWriter(
 ): Promise<VectorFileWriter> {
   const { format, dtype } = checkOptions(path, options);
   const { rows, dim } = options;
+  if (options.resume === true && options.tempPath === undefined) {
+    throw new KeOpsError('ERR_INVALID_ARGUMENT', `${path}: resume needs the tempPath of the file to reopen`);
+  }
   const tempPath = options.tempPath ?? temporaryPathFor(path);
   if (dirname(resolve(tempPath)) !== dirname(resolve(path)) || resolve(tempPath) === resolve(path)) {
     throw new KeOpsError(
@@ -262,7 +268,7 @@ export async function createVectorFileWriter(
     }
   }
   const file: FileHandle = handle;
-  // closed: commit failed after closing the file; the rows stay in the temporary file until abort().
+  // closed: by close(), or by a commit whose rename failed; the rows stay in the temporary file until abort().
   let state: 'open' | 'closed' | 'committed' | 'aborted' = 'open';
   const stride = rowStride(layout);
 
@@ -334,9 +340,11 @@ export async function createVectorFileWriter(
       if (state !== 'open') return;
       state = 'closed';
       try {
+        await file.sync();
         await file.close();
       } catch (e) {
-        throw fileIoError(tempPath, 'close it', e);
+        await file.close().catch(() => undefined);
+        throw fileIoError(tempPath, 'sync and close it', e);
       }
     },
     async abort() {

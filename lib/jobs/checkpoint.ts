@@ -15,6 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
+import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { KeOpsError } from '../errors';
 import type { VectorSource } from '../io/vector-source';
@@ -219,4 +220,55 @@ export function identityDifferences(a: unknown, b: unknown, prefix = ''): string
     return keys.flatMap((k) => identityDifferences(a[k], b[k], prefix === '' ? k : `${prefix}.${k}`));
   }
   return canonicalJson(a) === canonicalJson(b) ? [] : [prefix === '' ? '(all)' : prefix];
+}
+
+/** A held job lock: `release()` removes it (idempotent). */
+export interface JobLock {
+  release(): Promise<void>;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM'; // alive, another user's
+  }
+}
+
+/**
+ * Takes the lock file `path` for this process (its pid and host inside), so that two runs of one job — a
+ * `--resume` started while the first run still goes — never write the same files. A lock left by a process
+ * of this host that no longer runs (killed with -9) is taken over; a live one is ERR_CHECKPOINT.
+ */
+export async function acquireJobLock(path: string): Promise<JobLock> {
+  const owner = `${process.pid} ${hostname()}\n`;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await fsp.writeFile(path, owner, { flag: 'wx' });
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw fileError(path, 'cannot create the lock', e);
+    }
+    const text = await fsp.readFile(path, 'utf8').catch(() => '');
+    const [pidText, host] = text.trim().split(' ');
+    const pid = Number(pidText);
+    const stale = host === hostname() && Number.isSafeInteger(pid) && pid > 0 && !isAlive(pid);
+    if (!stale || attempt > 0) {
+      throw new KeOpsError(
+        'ERR_CHECKPOINT',
+        `${path}: another process (${text.trim() === '' ? 'unknown' : `pid ${pidText} on ${host}`}) is running ` +
+          'this job; if none is, delete the lock file',
+      );
+    }
+    await fsp.rm(path, { force: true });
+  }
+  let held = true;
+  return {
+    async release() {
+      if (!held) return;
+      held = false;
+      await fsp.rm(path, { force: true });
+    },
+  };
 }

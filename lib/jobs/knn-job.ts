@@ -8,20 +8,24 @@
  *
  * How: queries are processed in blocks, in order. Each block is searched against the whole base, streamed in
  * chunks (so memory is bounded by `memoryLimit` whatever the file sizes), and its rows are written at their
- * place in the outputs' temporary files. Once those rows are fsynced the checkpoint (OUT.keops-checkpoint, see
- * checkpoint.ts) records that rows [0, q1) are done. At the end the temporary files are renamed to their final
- * paths and the checkpoint is removed. A resumed job reopens the temporary files and goes on from the
- * checkpoint's row (rows written after it are written again, with the same bytes).
+ * place in the outputs' temporary files (PATH.keops-partial). Once those rows are fsynced the checkpoint
+ * (OUT.keops-checkpoint, see checkpoint.ts) records that rows [0, q1) are done. At the end the temporary files
+ * are renamed to their final paths and the checkpoint is removed. A resumed job reopens the temporary files and
+ * goes on from the checkpoint's row (rows written after it are written again, with the same bytes). A job that
+ * fails or is stopped keeps its checkpoint and temporary files once a block is done; before, it removes them.
  *
  * Determinism: the result of a row depends only on that row, the base, k and the metric, never on the block
- * it was in, the base chunking, threads or devices (the search breaks ties by id), so the output bytes are the
- * same however the job was split, stopped and resumed — and the block size may change between runs.
+ * it was in, the base chunking, threads or the number of GPUs (the search breaks ties by id), so the output
+ * bytes are the same however the job was split, stopped and resumed — and the block size may change between
+ * runs. Another processor model may round a last bit differently: the job's identity names the processor.
  */
 import { performance } from 'node:perf_hooks';
+import { cpus } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { promises as fsp } from 'node:fs';
 import { KeOpsError } from '../errors';
 import { packageVersion } from '../backend/package-root';
+import { runtimeInfo } from '../backend/cuda/runtime';
 import { resolveFormat, VECTOR_FILE_FORMATS, type VectorFileFormat } from '../io/formats';
 import { openVectorFile } from '../io/vector-file';
 import type { StorageDtype, VectorSource } from '../io/vector-source';
@@ -29,6 +33,7 @@ import { createVectorFileWriter, type VectorFileWriter } from '../io/vector-writ
 import { type KnnMetric, type KnnRows, KnnSearch, runKnnSearch } from '../knn/index';
 import { DEFAULT_MEMORY_LIMIT } from './chunked';
 import {
+  acquireJobLock,
   type Checkpoint,
   identifyInput,
   identityDifferences,
@@ -41,6 +46,8 @@ import {
 
 /** The checkpoint of a job writing OUT is OUT + this suffix. */
 export const CHECKPOINT_SUFFIX = '.keops-checkpoint';
+/** While a job runs, OUT + this suffix holds its process id (a second run of the job is refused). */
+export const LOCK_SUFFIX = '.keops-lock';
 /** The temporary file of an output PATH (renamed to PATH when the job ends) is PATH + this suffix. */
 export const PARTIAL_SUFFIX = '.keops-partial';
 /**
@@ -255,6 +262,8 @@ class KnnJob {
   private readonly search: KnnSearch;
   private readonly checkpointPath: string;
   private readonly started = performance.now();
+  /** Query rows whose results are durably written (the checkpoint's count). */
+  private rowsDone = 0;
 
   constructor(
     private readonly settings: Settings,
@@ -303,6 +312,7 @@ class KnnJob {
     return {
       job: 'knn',
       keopsNode: packageVersion(),
+      processor: await processorIdentity(),
       search: this.search.hash,
       base: { ...base },
       queries: typeof queries === 'string' ? queries : { ...queries },
@@ -318,7 +328,17 @@ class KnnJob {
     };
   }
 
+  /** Runs the job holding its lock (OUT.keops-lock), so that no other process writes its files meanwhile. */
   async run(): Promise<KnnJobResult> {
+    const lock = await acquireJobLock(`${this.settings.outputs[0].path}${LOCK_SUFFIX}`);
+    try {
+      return await this.runLocked();
+    } finally {
+      await lock.release();
+    }
+  }
+
+  private async runLocked(): Promise<KnnJobResult> {
     const { settings } = this;
     const rows = this.queries.rows;
     const identity = await this.identity();
@@ -345,19 +365,17 @@ class KnnJob {
       return this.finished(rows, resumedRows, 0);
     }
     const writers = await this.openWriters(found);
-    let checkpointed = found !== undefined;
+    this.rowsDone = resumedRows;
     try {
-      if (!checkpointed) {
-        await writeCheckpoint(this.checkpointPath, { job, identity, rows, rowsDone: 0 });
-        checkpointed = true;
-      }
       const pairs = await this.searchAll(writers, job, identity, resumedRows);
       for (const w of writers) await w.commit();
       await removeCheckpoint(this.checkpointPath);
       return this.finished(rows, resumedRows, pairs);
     } catch (e) {
-      // Once checkpointed, the temporary files stay for a resume; before, nothing of this run is worth keeping.
-      await Promise.all(writers.map((w) => (checkpointed ? w.close() : w.abort()).catch(() => undefined)));
+      // Once some rows are checkpointed, the temporary files stay for a resume; before, nothing is worth keeping.
+      const keep = this.rowsDone > 0;
+      await Promise.all(writers.map((w) => (keep ? w.close() : w.abort()).catch(() => undefined)));
+      if (!keep) await removeCheckpoint(this.checkpointPath).catch(() => undefined);
       throw e;
     }
   }
@@ -387,8 +405,9 @@ class KnnJob {
   }
 
   /**
-   * The writers: new temporary files for a fresh job; those of the checkpoint for a resumed one (whose rows
-   * done must still be there: ERR_CHECKPOINT if a temporary file is gone).
+   * The writers: new temporary files for a fresh job (replacing those of a run stopped before its first
+   * checkpoint); those of the checkpoint for a resumed one (whose rows done must still be there: ERR_CHECKPOINT
+   * if a temporary file is gone).
    */
   private async openWriters(found: Checkpoint | undefined): Promise<VectorFileWriter[]> {
     const writers: VectorFileWriter[] = [];
@@ -459,6 +478,7 @@ class KnnJob {
       await this.write(writers, q0, result);
       await Promise.all(writers.map((w) => w.sync()));
       await writeCheckpoint(this.checkpointPath, { job, identity, rows, rowsDone: q1 });
+      this.rowsDone = q1;
       report(q1, q1 * baseRows);
     }
     return (rows - startRow) * baseRows;
@@ -473,6 +493,18 @@ class KnnJob {
       }),
     );
   }
+}
+
+/**
+ * What the kernels run on ('auto' picks the GPUs when there are any): kernels are compiled for their processor,
+ * and another CPU model or GPU may round a distance differently in its last bit, so a job resumes only there.
+ */
+async function processorIdentity(): Promise<string> {
+  const info = await runtimeInfo();
+  if (info.backend === 'cuda' && info.devices.length > 0) {
+    return `cuda: ${[...new Set(info.devices.map((d) => d.name))].join(', ')}`;
+  }
+  return `cpu: ${cpus()[0]?.model ?? 'unknown'}`;
 }
 
 function checkAbort(signal: AbortSignal | undefined): void {

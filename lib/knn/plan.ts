@@ -210,14 +210,15 @@ export class KnnSearch {
       throw new KeOpsError('ERR_INTERNAL', `convertRows: target of ${out.length} values is not ${dtype}`);
     }
     if (!this.metric.normalize) return convertToFloat(stored, storageDtype, out);
-    const wide = convertToFloat(stored, storageDtype, new Float64Array(stored.length));
-    for (let at = 0; at < wide.length; at += dim) {
+    const row = new Float64Array(dim); // one row at a time: no float64 copy of the whole chunk
+    for (let at = 0; at < stored.length; at += dim) {
+      convertToFloat(stored.subarray(at, at + dim) as StorageArray, storageDtype, row);
       let sq = 0;
-      for (let c = 0; c < dim; c++) sq += wide[at + c] * wide[at + c];
+      for (let c = 0; c < dim; c++) sq += row[c] * row[c];
       const norm = Math.sqrt(sq);
-      if (norm > 0) for (let c = 0; c < dim; c++) wide[at + c] /= norm;
+      if (norm > 0) for (let c = 0; c < dim; c++) row[c] /= norm;
+      out.set(row, at);
     }
-    out.set(wide);
     return out;
   }
 
@@ -306,6 +307,19 @@ export class KnnSearch {
       }
     }
     return this.partialOf(lists, m, n > 0 ? [[baseStart, baseStart + n]] : []);
+  }
+
+  /**
+   * Compiles (or loads from the kernel cache) the search's kernels with a call over one zero row each, so that
+   * the first call with real data starts at once (a kernel not loaded yet makes a call copy its inputs first).
+   */
+  async prepare(options: KnnPartialOptions = {}): Promise<void> {
+    const zero = allocateFloat(this.dtype, this.dim);
+    const one = allocateFloat(this.dtype, 1);
+    await this.call(this.reducer, [zero, zero], options);
+    if (this.after !== undefined) {
+      await this.call(this.after, [zero, zero, one, one, one, one, one, one.slice().fill(Infinity)], options);
+    }
   }
 
   /**
