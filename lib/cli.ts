@@ -12,6 +12,11 @@ import { packageVersion } from './backend/package-root';
 import { isKeOpsError } from './errors';
 import { describeRuntime } from './runtime-summary';
 import { GRAPH_USAGE, graphCommand } from './cli/graph';
+import { MERGE_SUMMARY, mergeCommand } from './cli/merge';
+import { PLAN_SUMMARY, planCommand } from './cli/plan';
+import { SHARD_SUMMARY, shardCommand } from './cli/shard';
+import { SUBMIT_SUMMARY, submitCommand } from './cli/submit';
+import { WORKER_SUMMARY, workerCommand } from './cli/worker';
 import { knnCommand } from './cli/knn';
 import { CONVERT_SUMMARY, convertCommand } from './cli/convert';
 import { RECALL_SUMMARY, recallCommand } from './cli/recall';
@@ -73,6 +78,15 @@ const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
         err: (text) => io.err(text.replace(/\n$/, '')),
       }),
   },
+  plan: { usage: 'PLAN.json [options]', summary: PLAN_SUMMARY, main: planCommand },
+  shard: { usage: '--plan FILE --index I', summary: SHARD_SUMMARY, main: shardCommand },
+  merge: { usage: '--plan FILE', summary: MERGE_SUMMARY, main: mergeCommand },
+  worker: {
+    usage: '--redis URL [options]',
+    summary: WORKER_SUMMARY,
+    main: (args, io) => workerCommand(args, io),
+  },
+  submit: { usage: '--plan FILE --redis URL', summary: SUBMIT_SUMMARY, main: submitCommand },
   knn: {
     usage: '--base FILE [--queries FILE] -k K --out FILE [options]',
     summary: 'exact k-NN job over vector files: ids (and distances) to files, progress, --resume',

@@ -20,6 +20,7 @@ import {
 } from './commander-io';
 import { barProgress, formatDuration, formatRate, lineProgress, type ProgressDisplay } from './progress';
 import { parseSize } from './sizes';
+import { distributedKnnCommand, LOCAL_ONLY_OPTIONS } from './knn-distributed';
 
 /** What the command takes from its process: overridable for tests. */
 export interface KnnCommandEnv {
@@ -79,6 +80,11 @@ interface KnnArguments {
   device?: 'all' | number[];
   resume?: boolean;
   progressInterval: number;
+  redis?: string;
+  shards?: number;
+  baseShards?: number;
+  queue?: string;
+  attempts?: number;
 }
 
 const USAGE =
@@ -116,6 +122,11 @@ function knnProgram(io: CommandOutput): Command {
       },
       5,
     )
+    .option('--redis <url>', 'run on the workers of this Redis queue (keops-node worker) instead')
+    .option('--shards <n>', 'with --redis: query slices, one shard each (default 1)', integerOption(1))
+    .option('--base-shards <n>', 'with --redis: base slices per query slice (default 1)', integerOption(1))
+    .option('--queue <name>', "with --redis: the queue name prefix (default 'keops')")
+    .option('--attempts <n>', 'with --redis: tries per shard (default 3)', integerOption(1))
     .addHelpText('after', HELP_AFTER);
 }
 
@@ -139,6 +150,24 @@ export async function knnCommand(
       `keops-node knn: --queries is required, unless --exclude-self (the base is then its own query set)\n${USAGE}`,
     );
     return EXIT_USAGE;
+  }
+  if (args.redis !== undefined) {
+    const local = LOCAL_ONLY_OPTIONS.find((name) => args[name] !== undefined);
+    if (local !== undefined) {
+      io.err(
+        `keops-node knn: --${local.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} is for the workers, not with --redis\n${USAGE}`,
+      );
+      return EXIT_USAGE;
+    }
+    return distributedKnnCommand({ ...args, redis: args.redis }, io);
+  }
+  for (const name of ['shards', 'baseShards', 'queue', 'attempts'] as const) {
+    if (args[name] !== undefined) {
+      io.err(
+        `keops-node knn: --${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} needs --redis\n${USAGE}`,
+      );
+      return EXIT_USAGE;
+    }
   }
 
   const controller = new AbortController();
