@@ -160,9 +160,7 @@ export async function knnLowDim<T extends FloatArray>(
   const search = new KSearch(dim, k, metric, options);
   const out: KnnLowDimResult<T> = {
     ids: new Int32Array(m * k).fill(-1),
-    distances: (dtype === 'float32' ? new Float32Array(m * k) : new Float64Array(m * k)).fill(
-      Infinity,
-    ) as T,
+    distances: (dtype === 'float32' ? new Float32Array(m * k) : new Float64Array(m * k)).fill(Infinity) as T,
   };
   if (m === 0 || n === 0) return out;
   if (k >= n || n < MIN_BASE_ROWS) {
@@ -461,7 +459,8 @@ function guessedBounds(batch: QueryBatch, index: BaseIndex, k: number, metric: L
     // Radius ρ of the metric ball holding k of the node's rows if they were spread evenly over its box:
     // rows · Π_d min(1, 2ρ / extent_d) · shape = k, solved by bisection (the left side grows with ρ).
     let widest = 0;
-    for (let d = 0; d < dim; d++) widest = Math.max(widest, base.hi[node * dim + d] - base.lo[node * dim + d]);
+    for (let d = 0; d < dim; d++)
+      widest = Math.max(widest, base.hi[node * dim + d] - base.lo[node * dim + d]);
     let lo = 0;
     let hi = widest;
     for (let step = 0; step < 40 && hi > 0; step++) {
@@ -669,4 +668,3 @@ function blockRanges(queryTree: KdTree, baseTree: KdTree, pairs: PairList): Genr
   const [slicesJ, redrangesI] = side(pairs.base, pairs.query, baseLeaves, queryRows, order);
   return [queryRows, slicesI, redrangesJ, baseRows, slicesJ, redrangesI];
 }
-
