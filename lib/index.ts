@@ -155,3 +155,20 @@ export {
   type RowSource,
   type StreamRowSource,
 } from './jobs/index';
+export {
+  KNN_METRICS,
+  knn,
+  type KnnInput,
+  type KnnMetric,
+  type KnnMetricName,
+  type KnnOptions,
+  type KnnPartialOptions,
+  type KnnResult,
+  type KnnRows,
+  type KnnRunOptions,
+  KnnSearch,
+  type KnnSearchSpec,
+  type MetricDef,
+  runKnnSearch,
+  vectorSourceOf,
+} from './knn/index';
