@@ -10,6 +10,8 @@
 import { expect } from 'chai';
 import { KeOpsError, type KeOpsErrorCode } from '../lib/errors';
 import { Genred } from '../lib/genred';
+import { knn } from '../lib/knn/knn';
+import { knnLowDimIfWorthIt } from '../lib/knn/low-dim-dispatch';
 import { knnLowDim, LOW_DIM_METRIC_FORMULAS, lowDimKnnApplies, type LowDimMetric } from '../lib/knn/prune';
 import { rng } from './util';
 
@@ -301,6 +303,73 @@ describe('knnLowDim: exact k-NN with block pruning', function () {
     const controller = new AbortController();
     controller.abort();
     await expectRejects(knnLowDim(y, y, 3, 4, { signal: controller.signal }), 'ERR_ABORTED');
+  });
+
+  it('knn() takes the pruned search where it applies, with the bytes of its brute-force path', async () => {
+    const r = rng(13);
+    for (const [dtype, metric] of [
+      ['float32', 'l2'],
+      ['float64', 'l1'],
+    ] as const) {
+      const y = cloud(dtype, 4100, 3, () => r());
+      const x = cloud(dtype, 4100, 3, () => r());
+      expect(lowDimKnnApplies({ dim: 3, queries: 4100, base: 4100, k: 10, metric })).to.equal(true);
+      const progress: number[] = [];
+      const pruned = await knn(
+        { data: x, dim: 3 },
+        { data: y, dim: 3 },
+        {
+          k: 10,
+          metric,
+          onProgress: (p) => progress.push(p.pairsDone / p.pairsTotal),
+        },
+      );
+      expect(progress).to.deep.equal([1]);
+      const taken = await knnLowDimIfWorthIt({ data: x, dim: 3 }, { data: y, dim: 3 }, 3, dtype, {
+        k: 10,
+        metric,
+      });
+      expect(taken?.rows).to.equal(4100);
+      // chunkRows keeps knn() on its chunked brute force.
+      const brute = await knn(
+        { data: x, dim: 3 },
+        { data: y, dim: 3 },
+        {
+          k: 10,
+          metric,
+          chunkRows: { base: 1500 },
+        },
+      );
+      expect(pruned.rows).to.equal(4100);
+      expect(Buffer.compare(Buffer.from(pruned.ids.buffer), Buffer.from(brute.ids.buffer))).to.equal(0);
+      expect(Buffer.compare(bytes(pruned.distances), bytes(brute.distances)), `${dtype} ${metric}`).to.equal(
+        0,
+      );
+    }
+  });
+
+  it('knn() keeps its brute force for excludeSelf, devices, chunkRows, other metrics, dtypes and NaN', async () => {
+    const r = rng(14);
+    const y = cloud('float32', 4100, 3, () => r());
+    const x = cloud('float32', 4100, 3, () => r());
+    const [q, b] = [
+      { data: x, dim: 3 },
+      { data: y, dim: 3 },
+    ];
+    const skip = async (options: Parameters<typeof knn>[2], dtype: 'float32' | 'float64' = 'float32') =>
+      expect(await knnLowDimIfWorthIt(q, b, 3, dtype, options)).to.equal(undefined);
+    await skip({ k: 10, excludeSelf: true });
+    await skip({ k: 10, devices: [0] });
+    await skip({ k: 10, chunkRows: { base: 100 } });
+    await skip({ k: 10, metric: 'euclidean' });
+    await skip({ k: 10, memoryLimit: 1 << 16 });
+    await skip({ k: 10 }, 'float64');
+    await skip({ k: 1000 });
+    const withNaN = Float32Array.from(x);
+    withNaN[7] = NaN;
+    expect(await knnLowDimIfWorthIt({ data: withNaN, dim: 3 }, b, 3, 'float32', { k: 10 })).to.equal(
+      undefined,
+    );
   });
 
   it('lowDimKnnApplies: low dimension, enough pairs, k small against the base', () => {
