@@ -205,7 +205,7 @@ async function main(): Promise<void> {
       dim: 3,
       subset: { faiss: scaled(10_000), hnswlib: scaled(2_000), usearch: scaled(2_000) },
       peers: ['knn', 'bruteforce', 'kdtree', 'faiss', 'hnswlib', 'usearch'],
-      repeats: 3,
+      repeats: 2,
     };
     const s3 = sampleOf(Math.min(d3.nx, scaled(2_000)));
     writeCase(work, d3, uniform(d3.nx * 3, 31), uniform(d3.ny * 3, 32), s3);
