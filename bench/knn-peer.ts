@@ -88,9 +88,10 @@ async function main(): Promise<void> {
       const ids = new Int32Array(rows * k);
       for (let start = 0; start < rows; start += 1000) {
         const end = Math.min(rows, start + 1000);
+        // A copy: exactSearch reads a view from the start of its buffer, ignoring the view's offset.
         const found = usearch.exactSearch(
           y,
-          q.subarray(start * dim, end * dim),
+          q.slice(start * dim, end * dim),
           dim,
           k,
           usearch.MetricKind.L2sq,

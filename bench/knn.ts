@@ -29,7 +29,9 @@ const SCALE = Number(process.env.BENCH_SCALE ?? 1);
 const PYTHON = process.env.BENCH_PYTHON ?? 'python3';
 const FASHION_MNIST = process.env.FASHION_MNIST_DIR ?? '/usr/share/datasets/fashion-mnist';
 const THREADS = cpus().length;
-const KS = [10, 100];
+/** BENCH_KS=10 / BENCH_CASES=d3,d128,fmnist run a part (the section says which). */
+const KS = (process.env.BENCH_KS ?? '10,100').split(',').map(Number);
+const CASES = new Set((process.env.BENCH_CASES ?? 'd3,d128,fmnist').split(','));
 const SAMPLE = 100;
 
 interface Case {
@@ -185,8 +187,8 @@ async function main(): Promise<void> {
         `\`npm run bench:knn\`: each peer in its own process (peak RSS = that process's, inputs included; the ` +
         `Node.js peers compiled to JavaScript), ` +
         `float32, best of the stated repeats after an untimed warm-up call. Exactness: ids of ${SAMPLE} sampled ` +
-        `queries against the exact ranking (float64 differences, ties by smallest id). Load average before the ` +
-        `run: ${load()}.`,
+        `queries against the exact ranking (float64 differences, ties by smallest id). Cases ${[...CASES].join(', ')}, ` +
+        `k = ${KS.join(', ')}. Load average before the run: ${load()}.`,
     );
     out('');
     out(
@@ -208,8 +210,10 @@ async function main(): Promise<void> {
       repeats: 2,
     };
     const s3 = sampleOf(Math.min(d3.nx, scaled(2_000)));
-    writeCase(work, d3, uniform(d3.nx * 3, 31), uniform(d3.ny * 3, 32), s3);
-    await bench(d3, work, s3);
+    if (CASES.has('d3')) {
+      writeCase(work, d3, uniform(d3.nx * 3, 31), uniform(d3.ny * 3, 32), s3);
+      await bench(d3, work, s3);
+    }
 
     const d128: Case = {
       name: 'd128',
@@ -222,26 +226,30 @@ async function main(): Promise<void> {
       repeats: 1,
     };
     const s128 = sampleOf(Math.min(d128.nx, scaled(500)));
-    writeCase(work, d128, uniform(d128.nx * 128, 41), uniform(d128.ny * 128, 42), s128);
-    await bench(d128, work, s128);
+    if (CASES.has('d128')) {
+      writeCase(work, d128, uniform(d128.nx * 128, 41), uniform(d128.ny * 128, 42), s128);
+      await bench(d128, work, s128);
+    }
 
-    const train = readIdxImages(join(FASHION_MNIST, 'train-images-idx3-ubyte.gz'), scaled(60_000));
-    const test = readIdxImages(join(FASHION_MNIST, 't10k-images-idx3-ubyte.gz'), scaled(10_000));
-    const fmnist: Case = {
-      name: 'fmnist',
-      label: 'Fashion-MNIST',
-      nx: test.rows,
-      ny: train.rows,
-      dim: train.dim,
-      subset: { hnswlib: scaled(500), usearch: scaled(1_000) },
-      peers: ['knn', 'faiss', 'hnswlib', 'usearch'],
-      repeats: 1,
-    };
-    const sf = sampleOf(Math.min(fmnist.nx, scaled(500)));
-    writeCase(work, fmnist, Float32Array.from(test.data), Float32Array.from(train.data), sf);
-    writeFileSync(join(work, 'fmnist.x.u8'), test.data);
-    writeFileSync(join(work, 'fmnist.y.u8'), train.data);
-    await bench(fmnist, work, sf);
+    if (CASES.has('fmnist')) {
+      const train = readIdxImages(join(FASHION_MNIST, 'train-images-idx3-ubyte.gz'), scaled(60_000));
+      const test = readIdxImages(join(FASHION_MNIST, 't10k-images-idx3-ubyte.gz'), scaled(10_000));
+      const fmnist: Case = {
+        name: 'fmnist',
+        label: 'Fashion-MNIST',
+        nx: test.rows,
+        ny: train.rows,
+        dim: train.dim,
+        subset: { hnswlib: scaled(500), usearch: scaled(1_000) },
+        peers: ['knn', 'faiss', 'hnswlib', 'usearch'],
+        repeats: 1,
+      };
+      const sf = sampleOf(Math.min(fmnist.nx, scaled(500)));
+      writeCase(work, fmnist, Float32Array.from(test.data), Float32Array.from(train.data), sf);
+      writeFileSync(join(work, 'fmnist.x.u8'), test.data);
+      writeFileSync(join(work, 'fmnist.y.u8'), train.data);
+      await bench(fmnist, work, sf);
+    }
 
     out('');
     out(`Load average after the run: ${load()} (other jobs share this machine when it exceeds ${THREADS}).`);

@@ -172,3 +172,11 @@ export {
   runKnnSearch,
   vectorSourceOf,
 } from './knn/index';
+export {
+  knnLowDim,
+  type KnnLowDimOptions,
+  type KnnLowDimResult,
+  LOW_DIM_METRIC_FORMULAS,
+  lowDimKnnApplies,
+  type LowDimMetric,
+} from './knn/prune';

@@ -20,6 +20,9 @@ export interface KdTree {
   /** Per node: its children (−1 for a leaf). */
   readonly left: Int32Array;
   readonly right: Int32Array;
+  /** Per internal node: the split dimension and value (left rows at or below it, right rows at or above). */
+  readonly splitDim: Int32Array;
+  readonly splitValue: Float64Array;
   /** Per node: its bounding box, component d at [node * dim + d] (exact copies of the input's values). */
   readonly lo: Float64Array;
   readonly hi: Float64Array;
@@ -41,6 +44,8 @@ export function buildKdTree(points: FloatArray, dim: number, leafSize: number): 
   const left = new Int32Array(capacity).fill(-1);
   const right = new Int32Array(capacity).fill(-1);
   const leafList = new Int32Array(capacity);
+  const splitDim = new Int32Array(capacity);
+  const splitValue = new Float64Array(capacity);
   let nodes = 0;
   let leafCount = 0;
   // While splitting, a node's box is its parent's cut at the split value (no scan of its rows): it only picks
@@ -73,6 +78,8 @@ export function buildKdTree(points: FloatArray, dim: number, leafSize: number): 
     const mid = from + ((to - from) >> 1);
     select(keys, permutation, from, to - 1, mid);
     const split = keys[mid];
+    splitDim[node] = widest;
+    splitValue[node] = split;
     const [lo, hi] = [cutLo[widest], cutHi[widest]];
     cutHi[widest] = split;
     left[node] = build(from, mid);
@@ -114,6 +121,8 @@ export function buildKdTree(points: FloatArray, dim: number, leafSize: number): 
     end: end.slice(0, nodes),
     left: left.slice(0, nodes),
     right: right.slice(0, nodes),
+    splitDim: splitDim.slice(0, nodes),
+    splitValue: splitValue.slice(0, nodes),
     lo,
     hi,
     leaves: leafList.slice(0, leafCount),
@@ -165,4 +174,80 @@ export function permutedRows<T extends FloatArray>(points: T, dim: number, permu
     for (let d = 0; d < dim; d++) out[r * dim + d] = points[src + d];
   }
   return out;
+}
+
+/** For each row of `points`, the leaf (its number among tree.leaves) it falls in by the tree's splits. */
+export function leafOfRows(tree: KdTree, points: FloatArray, leafNumberOf: Int32Array): Int32Array {
+  const { dim, left, right, splitDim, splitValue } = tree;
+  const rows = points.length / dim;
+  const out = new Int32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let node = 0;
+    while (left[node] >= 0) {
+      node = points[r * dim + splitDim[node]] < splitValue[node] ? left[node] : right[node];
+    }
+    out[r] = leafNumberOf[node];
+  }
+  return out;
+}
+
+/**
+ * Query rows grouped by the base leaf they fall in (`leafOfRows`), each group cut into blocks of at most
+ * `blockRows` rows: a tree of leaves only (no internal nodes), with the blocks' tight boxes. Rows of a block are
+ * close to one base leaf, so its pruning is as tight as that leaf's.
+ */
+export function blocksByLeaf(
+  points: FloatArray,
+  dim: number,
+  leafOfRow: Int32Array,
+  leafCount: number,
+  blockRows: number,
+): KdTree {
+  const rows = leafOfRow.length;
+  const offsets = new Int32Array(leafCount + 1);
+  for (let r = 0; r < rows; r++) offsets[leafOfRow[r] + 1]++;
+  for (let l = 0; l < leafCount; l++) offsets[l + 1] += offsets[l];
+  const permutation = new Int32Array(rows);
+  const next = offsets.slice(0, leafCount);
+  for (let r = 0; r < rows; r++) permutation[next[leafOfRow[r]]++] = r;
+  let blocks = 0;
+  for (let l = 0; l < leafCount; l++) blocks += Math.ceil((offsets[l + 1] - offsets[l]) / blockRows);
+  const start = new Int32Array(blocks);
+  const end = new Int32Array(blocks);
+  let b = 0;
+  for (let l = 0; l < leafCount; l++) {
+    for (let s = offsets[l]; s < offsets[l + 1]; s += blockRows) {
+      start[b] = s;
+      end[b] = Math.min(offsets[l + 1], s + blockRows);
+      b++;
+    }
+  }
+  const lo = new Float64Array(blocks * dim).fill(Infinity);
+  const hi = new Float64Array(blocks * dim).fill(-Infinity);
+  for (let block = 0; block < blocks; block++) {
+    const at = block * dim;
+    for (let r = start[block]; r < end[block]; r++) {
+      const src = permutation[r] * dim;
+      for (let d = 0; d < dim; d++) {
+        const v = points[src + d];
+        if (v < lo[at + d]) lo[at + d] = v;
+        if (v > hi[at + d]) hi[at + d] = v;
+      }
+    }
+  }
+  const leaves = new Int32Array(blocks);
+  for (let block = 0; block < blocks; block++) leaves[block] = block;
+  return {
+    dim,
+    permutation,
+    start,
+    end,
+    left: new Int32Array(blocks).fill(-1),
+    right: new Int32Array(blocks).fill(-1),
+    splitDim: new Int32Array(blocks),
+    splitValue: new Float64Array(blocks),
+    lo,
+    hi,
+    leaves,
+  };
 }

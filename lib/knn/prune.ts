@@ -37,7 +37,7 @@ import { KeOpsError } from '../errors';
 import type { FloatArray, GenredRanges } from '../backend/plan';
 import type { Backend } from '../backend/runner';
 import { Genred } from '../genred';
-import { buildKdTree, type KdTree, permutedRows } from './kd-tree';
+import { blocksByLeaf, buildKdTree, type KdTree, leafOfRows, permutedRows } from './kd-tree';
 
 /** Metrics the pruned search supports: squared Euclidean (as FAISS reports it) and L1. */
 export type LowDimMetric = 'l2' | 'l1';
@@ -175,8 +175,8 @@ export async function knnLowDim<T extends FloatArray>(
   };
   const all = new Int32Array(m);
   for (let r = 0; r < m; r++) all[r] = r;
-  const batch = queryBatch(queries, dim, all);
-  if (boxDistance(metric, dim, baseTree, 0, batch.tree, 0, 'max') > MAX_DIAMETER[dtype]) {
+  const batch = queryBatch(queries, dim, all, index);
+  if (diameter(metric, baseTree, batch.tree) > MAX_DIAMETER[dtype]) {
     await search.bruteForce(queries, base, null, out);
     return out;
   }
@@ -193,7 +193,7 @@ export async function knnLowDim<T extends FloatArray>(
     for (const row of unsettled) bruteRows.push(row);
   } else if (unsettled.length > 0) {
     // Stage 2: each row's k-th distance among the rows of a base node near it bounds its k-th distance.
-    const retry = queryBatch(queries, dim, Int32Array.from(unsettled));
+    const retry = queryBatch(queries, dim, Int32Array.from(unsettled), index);
     const home = await search.run(retry.q, index.y, homeRanges(retry, index, k));
     const bound = new Float64Array(retry.rows.length);
     for (let r = 0; r < bound.length; r++) bound[r] = slack(home.values[r * (k + 1) + k - 1]);
@@ -223,9 +223,10 @@ interface QueryBatch {
   readonly rows: Int32Array;
 }
 
-function queryBatch(queries: FloatArray, dim: number, rows: Int32Array): QueryBatch {
+function queryBatch(queries: FloatArray, dim: number, rows: Int32Array, index: BaseIndex): QueryBatch {
   const subset = rows.length === queries.length / dim ? queries : permutedRows(queries, dim, rows);
-  const tree = buildKdTree(subset, dim, QUERY_LEAF_ROWS);
+  const leafOfRow = leafOfRows(index.tree, subset, index.leafNumberOf);
+  const tree = blocksByLeaf(subset, dim, leafOfRow, index.tree.leaves.length, QUERY_LEAF_ROWS);
   const order = new Int32Array(rows.length);
   for (let r = 0; r < rows.length; r++) order[r] = rows[tree.permutation[r]];
   return { tree, q: permutedRows(subset, dim, tree.permutation), rows: order };
@@ -352,24 +353,18 @@ function sortRow(val: Float64Array, id: Int32Array, k: number): void {
   }
 }
 
-/** Per-dimension gap between two intervals (0 when they overlap) or farthest spread between them. */
-function boxDistance(
-  metric: LowDimMetric,
-  dim: number,
-  a: KdTree,
-  nodeA: number,
-  b: KdTree,
-  nodeB: number,
-  kind: 'min' | 'max',
-): number {
+/** The largest distance between a point of the base tree's root box and one of the query blocks' boxes. */
+function diameter(metric: LowDimMetric, base: KdTree, blocks: KdTree): number {
+  const { dim } = base;
   let sum = 0;
   for (let d = 0; d < dim; d++) {
-    const aLo = a.lo[nodeA * dim + d];
-    const aHi = a.hi[nodeA * dim + d];
-    const bLo = b.lo[nodeB * dim + d];
-    const bHi = b.hi[nodeB * dim + d];
-    const g = kind === 'min' ? Math.max(0, aLo - bHi, bLo - aHi) : Math.max(aHi - bLo, bHi - aLo);
-    sum += metric === 'l2' ? g * g : g;
+    let lo = base.lo[d];
+    let hi = base.hi[d];
+    for (const block of blocks.leaves) {
+      lo = Math.min(lo, blocks.lo[block * dim + d]);
+      hi = Math.max(hi, blocks.hi[block * dim + d]);
+    }
+    sum += metric === 'l2' ? (hi - lo) ** 2 : hi - lo;
   }
   return sum;
 }
