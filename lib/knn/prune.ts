@@ -6,8 +6,9 @@
  *   const { ids, distances } = await knnLowDim(queries, base, 3, 10, { metric: 'l2' });
  *
  * How:
- *   1. Both clouds are ordered by a balanced k-d tree (kd-tree.ts): every tree node is a contiguous row range of
- *      the permuted cloud with a bounding box; query leaves are the row blocks of the reduction.
+ *   1. The base is ordered by a balanced k-d tree (kd-tree.ts): every tree node is a contiguous row range of the
+ *      permuted base with a bounding box. Queries are grouped by the base leaf they fall in (by the tree's
+ *      splits), in blocks of at most 32 rows: the row blocks of the reduction.
  *   2. A pruned run takes a bound b_q per query and keeps, for each query leaf, the base leaves that may hold a
  *      point within b_q of one of its queries (box-to-box lower bound against the largest b_q, the box of the
  *      balls of radius b_q around the queries, then each query's point-to-box lower bound). Those pairs become
@@ -66,7 +67,7 @@ export const LOW_DIM_METRIC_FORMULAS: Readonly<Record<LowDimMetric, string>> = {
 
 /** Largest dimension for which `lowDimKnnApplies` recommends pruning (beyond, boxes stop separating). */
 export const LOW_DIM_MAX_DIM = 8;
-/** Rows per base and per query leaf. */
+/** Rows per base leaf (at most) and per query block (at most). */
 const BASE_LEAF_ROWS = 32;
 const QUERY_LEAF_ROWS = 32;
 /** Below these sizes the pruning's fixed costs (trees, two passes) outweigh the pairs it saves. */
