@@ -19,7 +19,7 @@ describe('knn on several GPUs', function () {
     target.require(this);
   });
 
-  it('ids and distances of the CPU, the same bytes on 1 or 3 devices and any chunking', async () => {
+  it('ids and distances of the CPU, the same bytes on 1 or 2 devices and any chunking', async () => {
     const r = rng(51);
     const [M, N, D, k] = [21, 160, 3, 7];
     const ints = (n: number) => Float32Array.from({ length: n }, () => Math.floor(r() * 5) - 2);
@@ -31,10 +31,11 @@ describe('knn on several GPUs', function () {
       expect(bytesOf(a.distances).equals(bytesOf(cpu.distances)), `${what}: distances`).to.equal(true);
     };
     same(await knn(queries, base, { k, devices: [0] }), 'one device');
-    same(await knn(queries, base, { k, devices: 'all', chunkRows: { base: 23 } }), 'all devices');
+    // Not GPU 2: chunked-devices.spec fails it on purpose, and the emulator keeps a failed device for the process.
+    same(await knn(queries, base, { k, devices: [0, 1], chunkRows: { base: 23 } }), 'two devices');
     same(
-      await knn(queries, base, { k, devices: [2, 0], chunkRows: { queries: 8, base: 50 } }),
-      'devices 2 and 0',
+      await knn(queries, base, { k, devices: [1, 0], chunkRows: { queries: 8, base: 50 } }),
+      'devices 1 and 0',
     );
   });
 });

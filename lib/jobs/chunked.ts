@@ -350,7 +350,8 @@ class ChunkedRun {
   ): Promise<Map<RowReader, FloatArray>> {
     const readers = this.readers(axis);
     const target = (r: RowReader): FloatArray | undefined => {
-      if (pool === undefined || this.dtype === undefined) return undefined;
+      // Only sources that fill it get a recycled array (arrays are read as views, streams as their chunks).
+      if (pool === undefined || this.dtype === undefined || !r.fillsTarget) return undefined;
       let pair = pool.buffers.get(r);
       if (pair === undefined) {
         const make = () =>

@@ -40,6 +40,8 @@ export interface RowReader {
   readonly dtype: Dtype | undefined;
   /** Whether rows can be read again (false for streams). */
   readonly rereadable: boolean;
+  /** Whether `read` may fill a `target` array (read(start, end) sources); arrays and streams never do. */
+  readonly fillsTarget: boolean;
   /** `target`: a recyclable array of the rows' size, passed on to read(start, end, target) sources. */
   read(start: number, end: number, target?: FloatArray): Promise<FloatArray>;
   /** Releases the source (ends a stream early); idempotent. */
@@ -120,6 +122,7 @@ export function openRowSource(
       dim,
       dtype: dtypeOf(source),
       rereadable: true,
+      fillsTarget: false,
       read: (start, end) => Promise.resolve(source.subarray(start * dim, end * dim)),
       close: () => Promise.resolve(),
     };
@@ -139,6 +142,7 @@ export function openRowSource(
       dim,
       dtype: declared,
       rereadable: true,
+      fillsTarget: true,
       async read(start, end, target) {
         let chunk: unknown;
         try {
@@ -231,6 +235,7 @@ function streamReader(
     dim,
     dtype: declared,
     rereadable: false,
+    fillsTarget: false,
     async read(start, end) {
       if (start !== position) {
         throw new KeOpsError(

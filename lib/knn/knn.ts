@@ -6,7 +6,7 @@
  * of shards that other processes or machines computed.
  */
 import { KeOpsError } from '../errors';
-import type { Dtype } from '../backend/plan';
+import type { Dtype, FloatArray } from '../backend/plan';
 import type { Backend } from '../backend/runner';
 import { performance } from 'node:perf_hooks';
 import {
@@ -80,13 +80,21 @@ const OPTION_KEYS: ReadonlySet<string> = new Set<string>([...SEARCH_KEYS, ...RUN
 
 const invalid = (message: string) => new KeOpsError('ERR_INVALID_ARGUMENT', message);
 
-/** `input` as a VectorSource (in-memory arrays wrapped without copying); `name` is used in messages. */
+/**
+ * `input` as a VectorSource (in-memory arrays wrapped without copying, keeping `data`); `name` is used in
+ * messages.
+ */
 export function vectorSourceOf(input: KnnInput, name: string): VectorSource {
   if (typeof input !== 'object' || input === null) {
     throw new KeOpsError('ERR_ARG_TYPE', `${name} must be a VectorSource or { data, dim, dtype? }`);
   }
   if ('data' in input) {
-    return vectorsFromArray(input.data, input.dim, { dtype: input.dtype, name });
+    // In memory: the rows stay visible as `data`, which the kernels read as they are when they need no conversion.
+    const inMemory: VectorSource & { readonly data: StorageArray } = {
+      ...vectorsFromArray(input.data, input.dim, { dtype: input.dtype, name }),
+      data: input.data,
+    };
+    return inMemory;
   }
   const s = input as Partial<VectorSource>;
   if (
@@ -145,10 +153,12 @@ export async function knn(queries: KnnInput, base: KnnInput, options: KnnOptions
  */
 export async function runKnnSearch(
   search: KnnSearch,
-  queries: VectorSource,
-  base: VectorSource,
+  queryInput: KnnInput,
+  baseInput: KnnInput,
   options: KnnRunOptions & { readonly queryRange?: readonly [number, number] } = {},
 ): Promise<KnnRows> {
+  const queries = vectorSourceOf(queryInput, 'queries');
+  const base = vectorSourceOf(baseInput, 'base');
   const [q0, q1] = options.queryRange ?? [0, queries.rows];
   if (!Number.isSafeInteger(q0) || !Number.isSafeInteger(q1) || q0 < 0 || q1 < q0 || q1 > queries.rows) {
     throw invalid(`queryRange [${q0}, ${q1}) is not within the ${queries.rows} query rows`);
@@ -168,6 +178,7 @@ export async function runKnnSearch(
   if (caps !== undefined && (typeof caps !== 'object' || caps === null)) {
     throw invalid('chunkRows must be { queries?, base? }');
   }
+  if (options.devices === undefined) await search.prepare({ signal: options.signal });
   if (search.ranks > search.passRanks) return runMultiPass(search, queries, base, q0, q1, options);
   const chunked: ChunkedOptions = {
     memoryLimit: options.memoryLimit,
@@ -180,7 +191,11 @@ export async function runKnnSearch(
   };
   const result = await reduceChunked(
     search.reducer,
-    [search.rowSource(queries, q0, q1 - q0), search.rowSource(base)],
+    [
+      directRows(queryInput, search)?.subarray(q0 * search.dim, q1 * search.dim) ??
+        search.rowSource(queries, q0, q1 - q0),
+      directRows(baseInput, search) ?? search.rowSource(base),
+    ],
     chunked,
   );
   if (ArrayBuffer.isView(result) || result.indices instanceof BigInt64Array) {
@@ -267,4 +282,14 @@ async function runMultiPass(
   }
   report(true);
   return { ids, distances, rows: M, k: search.k };
+}
+
+/** Rows in memory that the kernels read as they are (the compute dtype, no normalisation), without a copy. */
+function directRows(input: KnnInput, search: KnnSearch): FloatArray | undefined {
+  if (!('data' in input) || search.metric.normalize) return undefined;
+  const data: unknown = input.data;
+  if (search.dtype === 'float32' ? data instanceof Float32Array : data instanceof Float64Array) {
+    return data as FloatArray;
+  }
+  return undefined;
 }

@@ -310,6 +310,18 @@ export class KnnSearch {
   }
 
   /**
+   * Compiles (or loads from the kernel cache) the search's kernels with a call over one zero row each, so that
+   * the first call with real data starts at once (a kernel not loaded yet makes a call copy its inputs first).
+   */
+  async prepare(options: KnnPartialOptions = {}): Promise<void> {
+    const zero = allocateFloat(this.dtype, this.dim);
+    const one = allocateFloat(this.dtype, 1);
+    if (this.after === undefined) await this.call(this.reducer, [zero, zero], options);
+    else
+      await this.call(this.after, [zero, zero, one, one, one, one, one, one.slice().fill(Infinity)], options);
+  }
+
+  /**
    * Merges partials of the same query rows over disjoint base slices: in any order, the same bytes.
    * ERR_PARTIAL_MISMATCH for partials of another search or row count, or overlapping slices.
    */
