@@ -12,7 +12,7 @@
  *   2. A pruned run takes a bound b_q per query and keeps, for each query leaf, the base leaves that may hold a
  *      point within b_q of one of its queries (box-to-box lower bound against the largest b_q, the box of the
  *      balls of radius b_q around the queries, then each query's point-to-box lower bound). Those pairs become
- *      KeOps block-sparse `ranges` on the permuted clouds (adjacent leaves joined, nearest intervals first), and
+ *      KeOps block-sparse `ranges` on the permuted clouds (adjacent leaves joined), and
  *      KMin_ArgKMin runs once over them with K = k + 1. Ids are mapped back through the permutations.
  *   3. A row is settled when its k-th distance, widened by the rounding margin, is within b_q (then no pruned
  *      point can reach it) and its (k+1)-th candidate is farther than its k-th: its k best are then exactly the
@@ -413,7 +413,7 @@ function homeRanges(batch: QueryBatch, index: BaseIndex, k: number): GenredRange
     while (base.left[first] >= 0) first = base.left[first];
     let last = node;
     while (base.right[last] >= 0) last = base.right[last];
-    for (let b = index.leafNumberOf[first]; b <= index.leafNumberOf[last]; b++) pairs.push(leaf, b, 0);
+    for (let b = index.leafNumberOf[first]; b <= index.leafNumberOf[last]; b++) pairs.push(leaf, b);
   });
   return blockRanges(batch.tree, base, pairs);
 }
@@ -484,26 +484,22 @@ function guessedBounds(batch: QueryBatch, index: BaseIndex, k: number, metric: L
   return bound;
 }
 
-/** (query leaf, base leaf) pairs, in increasing query leaf then base leaf order, with a visiting priority. */
+/** (query leaf, base leaf) pairs, in increasing query leaf then base leaf order. */
 class PairList {
   query = new Int32Array(1024);
   base = new Int32Array(1024);
-  priority = new Float64Array(1024);
   length = 0;
 
-  push(queryLeaf: number, baseLeaf: number, priority: number): void {
+  push(queryLeaf: number, baseLeaf: number): void {
     if (this.length === this.query.length) {
       const query = new Int32Array(this.length * 2);
       const base = new Int32Array(this.length * 2);
-      const prio = new Float64Array(this.length * 2);
       query.set(this.query);
       base.set(this.base);
-      prio.set(this.priority);
-      [this.query, this.base, this.priority] = [query, base, prio];
+      [this.query, this.base] = [query, base];
     }
     this.query[this.length] = queryLeaf;
     this.base[this.length] = baseLeaf;
-    this.priority[this.length] = priority;
     this.length++;
   }
 }
@@ -580,7 +576,7 @@ function prunedRanges(
           sum += l2 ? g * g : g;
         }
         if (sum <= bound[r]) {
-          pairs.push(leaf, index.leafNumberOf[node], gap);
+          pairs.push(leaf, index.leafNumberOf[node]);
           break;
         }
       }
@@ -591,8 +587,9 @@ function prunedRanges(
 
 /**
  * The ranges 6-tuple of (query leaf, base leaf) pairs on the permuted clouds: each query leaf is a row block
- * reducing over its base leaves, adjacent ones joined into one interval, the intervals nearest first (a close
- * k-th distance early lets the kernel skip most later candidates); symmetrically for the base leaves.
+ * reducing over its base leaves, adjacent ones joined into one interval, in increasing order (the engine visits
+ * a block's intervals by increasing start whatever their order, and checks sorted ones fastest); symmetrically
+ * for the base leaves.
  */
 function blockRanges(queryTree: KdTree, baseTree: KdTree, pairs: PairList): GenredRanges {
   const rowsOf = (tree: KdTree): Int32Array => {
@@ -614,7 +611,6 @@ function blockRanges(queryTree: KdTree, baseTree: KdTree, pairs: PairList): Genr
   ): [Int32Array, Int32Array] => {
     const slices = new Int32Array(ownerCount);
     const intervals = new Int32Array(2 * pairs.length);
-    const runPriority = new Float64Array(pairs.length);
     let count = 0;
     let p = 0;
     for (let owner = 0; owner < ownerCount; owner++) {
@@ -623,30 +619,12 @@ function blockRanges(queryTree: KdTree, baseTree: KdTree, pairs: PairList): Genr
         const pair = order === null ? p : order[p];
         const s = memberRows[2 * members[pair]];
         const e = memberRows[2 * members[pair] + 1];
-        const priority = pairs.priority[pair];
         if (count > first && intervals[2 * count - 1] === s) {
           intervals[2 * count - 1] = e;
-          runPriority[count - 1] = Math.min(runPriority[count - 1], priority);
         } else {
           intervals[2 * count] = s;
           intervals[2 * count + 1] = e;
-          runPriority[count] = priority;
           count++;
-        }
-      }
-      if (order === null) {
-        // Insertion sort of this owner's runs by priority (a few dozen at most).
-        for (let a = first + 1; a < count; a++) {
-          const [s, e, pr] = [intervals[2 * a], intervals[2 * a + 1], runPriority[a]];
-          let b = a - 1;
-          for (; b >= first && runPriority[b] > pr; b--) {
-            intervals[2 * b + 2] = intervals[2 * b];
-            intervals[2 * b + 3] = intervals[2 * b + 1];
-            runPriority[b + 1] = runPriority[b];
-          }
-          intervals[2 * b + 2] = s;
-          intervals[2 * b + 3] = e;
-          runPriority[b + 1] = pr;
         }
       }
       slices[owner] = count;
