@@ -238,3 +238,11 @@ export {
   type WorkerOptions,
   writePlan,
 } from './distributed/index';
+export {
+  knnLowDim,
+  type KnnLowDimOptions,
+  type KnnLowDimResult,
+  LOW_DIM_METRIC_FORMULAS,
+  lowDimKnnApplies,
+  type LowDimMetric,
+} from './knn/prune';

@@ -11,7 +11,8 @@
  */
 import { KeOpsError, type KeOpsErrorCode } from '../errors';
 import type { FormulaVariable } from '../formula/aliases';
-import { batchOffset, broadcastBatchShape, normalizeRanges, type RangeBlock } from '../reference';
+import { batchOffset, broadcastBatchShape } from '../reference';
+import { nativeRanges, type NativeRanges } from './native-ranges';
 import { DeviceArray } from './cuda/device-array';
 import { detachedError, elementCount, isDetached } from './typed-arrays';
 import { checkedBatchCount } from './limits';
@@ -185,29 +186,6 @@ function checkRangesTuple(ranges: unknown): GenredRanges {
   return ranges as unknown as GenredRanges;
 }
 
-/** Row blocks covering [0, nx): the given ones, sorted, with the gaps between them as blocks reducing nothing. */
-function toNativeBlocks(
-  blocks: readonly RangeBlock[],
-  nx: number,
-): { blocks: Float64Array; intervals: Float64Array; pairsPerJob: number } {
-  const sorted = blocks.filter((b) => b.start < b.end).sort((a, b) => a.start - b.start);
-  const quads: number[] = [];
-  const pairs: number[] = [];
-  let pairsPerJob = 0;
-  let row = 0;
-  for (const block of sorted) {
-    if (block.start > row) quads.push(row, block.start, 0, 0);
-    quads.push(block.start, block.end, pairs.length / 2, block.reduced.length);
-    for (const [s, e] of block.reduced) {
-      pairs.push(s, e);
-      pairsPerJob += (block.end - block.start) * (e - s);
-    }
-    row = block.end;
-  }
-  if (row < nx) quads.push(row, nx, 0, 0);
-  return { blocks: Float64Array.from(quads), intervals: Float64Array.from(pairs), pairsPerJob };
-}
-
 /**
  * Validates a call and splits it into jobs. `variables` lists every declared variable (aliases and inline);
  * `argCount` is the number of arguments expected; `tag` is the reduction's (0: one output row per i).
@@ -262,18 +240,18 @@ export function planReduction(
     throw fail('ERR_ARG_SHAPE', (e as Error).message);
   }
 
-  let rangeBlocks: RangeBlock[];
+  let rangeBlocks: NativeRanges;
   if (ranges !== undefined && ranges !== null) {
     if (batchShape.length > 0) throw fail('ERR_RANGES', 'ranges cannot be combined with batch dimensions');
     const r = checkRangesTuple(ranges);
     try {
       rangeBlocks =
-        tag === 0 ? normalizeRanges(r[0], r[1], r[2], nx, ny) : normalizeRanges(r[3], r[4], r[5], nx, ny);
+        tag === 0 ? nativeRanges(r[0], r[1], r[2], nx, ny) : nativeRanges(r[3], r[4], r[5], nx, ny);
     } catch (e) {
       throw fail('ERR_RANGES', (e as Error).message);
     }
   } else {
-    rangeBlocks = [{ start: 0, end: nx, reduced: ny > 0 ? [[0, ny]] : [] }];
+    rangeBlocks = nativeRanges([0, nx], [ny > 0 ? 1 : 0], ny > 0 ? [0, ny] : [], nx, ny);
   }
 
   const devices = new Set(
@@ -306,7 +284,7 @@ export function planReduction(
           });
     jobs.push({ args, offsets });
   }
-  const { blocks, intervals, pairsPerJob } = toNativeBlocks(rangeBlocks, nx);
+  const { blocks, intervals, pairsPerJob } = rangeBlocks;
   return {
     dtype,
     nx,

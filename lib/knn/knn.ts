@@ -25,6 +25,7 @@ import {
   STORAGE_DTYPES,
 } from '../io/vector-source';
 import type { KnnMetric } from './metric';
+import { knnLowDimIfWorthIt } from './low-dim-dispatch';
 import { KnnSearch, type KnnRows } from './plan';
 
 /** Vectors: a VectorSource (files, lib/io), or rows in memory (`dtype` says 'bfloat16' for a Uint16Array of bfloat16). */
@@ -139,8 +140,10 @@ export async function knn(queries: KnnInput, base: KnnInput, options: KnnOptions
     backend: options.backend,
     threads: options.threads,
   });
-  // Strategy dispatch, the one place where other exact strategies plug in (low-dimensional pruning,
-  // lib/knn/prune.ts, for small dims): everything below is the brute-force search over all pairs.
+  // Strategy dispatch, the one place where other exact strategies plug in: low-dimensional pruning
+  // (low-dim-dispatch.ts, same results) for small dims, else the brute-force search over all pairs.
+  const pruned = await knnLowDimIfWorthIt(queries, base, q.dim, search.dtype, options);
+  if (pruned !== undefined) return pruned;
   return runKnnSearch(search, q, b, options);
 }
 
