@@ -97,13 +97,9 @@ KEOPS_HD unsigned long long keops_double_to_bits(double f) {
   __builtin_memcpy(&u, &f, sizeof u);
   return u;
 }
-KEOPS_HD float keops_exp(float x) {
-  const float xc = x < -104.0f ? -104.0f : (x > 89.0f ? 89.0f : x);
-  const float shift = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer held in the low mantissa bits
-  const float z = xc * 1.442695f + shift;
-  const float n = z - shift;
-  float r = xc - n * 0.69314575f;
-  r = r - n * 1.4286068e-06f;
+// exp(r) * 2^n for |r| <= ln(2) / 2, where z = n + shift holds the integer n in its low mantissa bits: the common
+// tail of keops_exp and keops_exp2 (2^n is applied in two halves so that n = 128 / 1024 does not overflow).
+KEOPS_HD float keops_exp_reduced(float r, float z) {
   const float r2 = r * r;
   const float p = 0.041899767f + 0.00824739f * r;  // minimax coefficients of exp(r) - 1
   const float q = (0.49999127f + 0.16668396f * r) + p * r2;
@@ -115,13 +111,7 @@ KEOPS_HD float keops_exp(float x) {
   const float s2 = keops_bits_to_float((n2 << 23) + 0x3f800000u);
   return (s1 + poly * s1) * s2;
 }
-KEOPS_HD double keops_exp(double x) {
-  const double xc = x < -1080.0 ? -1080.0 : (x > 1030.0 ? 1030.0 : x);
-  const double shift = 6755399441055744.0;  // 1.5 * 2^52
-  const double z = xc * 1.4426950408889634 + shift;
-  const double n = z - shift;
-  double r = xc - n * 6.93147180369123816490e-01;  // ln 2 in two parts (fdlibm): n * hi is exact without FMA
-  r = r - n * 1.90821492927058770002e-10;
+KEOPS_HD double keops_exp_reduced(double r, double z) {
   double p = 1.0 / 6227020800.0;  // Taylor series of exp(r) - 1 to degree 13
   p = p * r + 1.0 / 479001600.0;
   p = p * r + 1.0 / 39916800.0;
@@ -143,6 +133,24 @@ KEOPS_HD double keops_exp(double x) {
   const double s2 = keops_bits_to_double((n2 << 52) + 0x3ff0000000000000ull);
   return (s1 + poly * s1) * s2;
 }
+KEOPS_HD float keops_exp(float x) {
+  const float xc = x < -104.0f ? -104.0f : (x > 89.0f ? 89.0f : x);
+  const float shift = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer held in the low mantissa bits
+  const float z = xc * 1.442695f + shift;
+  const float n = z - shift;
+  float r = xc - n * 0.69314575f;
+  r = r - n * 1.4286068e-06f;
+  return keops_exp_reduced(r, z);
+}
+KEOPS_HD double keops_exp(double x) {
+  const double xc = x < -1080.0 ? -1080.0 : (x > 1030.0 ? 1030.0 : x);
+  const double shift = 6755399441055744.0;  // 1.5 * 2^52
+  const double z = xc * 1.4426950408889634 + shift;
+  const double n = z - shift;
+  double r = xc - n * 6.93147180369123816490e-01;  // ln 2 in two parts (fdlibm): n * hi is exact without FMA
+  r = r - n * 1.90821492927058770002e-10;
+  return keops_exp_reduced(r, z);
+}
 // 2^x as keops_exp: x = n + f with |f| <= 1/2 (exact), 2^f = exp(f ln2) by the same polynomials.
 KEOPS_HD float keops_exp2(float x) {
   const float xc = x < -150.0f ? -150.0f : (x > 129.0f ? 129.0f : x);
@@ -150,16 +158,7 @@ KEOPS_HD float keops_exp2(float x) {
   const float z = xc + shift;
   const float n = z - shift;
   const float r = (xc - n) * 0.6931472f;
-  const float r2 = r * r;
-  const float p = 0.041899767f + 0.00824739f * r;
-  const float q = (0.49999127f + 0.16668396f * r) + p * r2;
-  const float poly = 0.9999994f * r + q * r2;
-  const unsigned int ni = keops_float_to_bits(z) - 0x4b400000u;
-  const unsigned int n1 = (unsigned int)((int)ni >> 1);
-  const unsigned int n2 = ni - n1;
-  const float s1 = keops_bits_to_float((n1 << 23) + 0x3f800000u);
-  const float s2 = keops_bits_to_float((n2 << 23) + 0x3f800000u);
-  return (s1 + poly * s1) * s2;
+  return keops_exp_reduced(r, z);
 }
 KEOPS_HD double keops_exp2(double x) {
   const double xc = x < -1100.0 ? -1100.0 : (x > 1100.0 ? 1100.0 : x);
@@ -168,26 +167,7 @@ KEOPS_HD double keops_exp2(double x) {
   const double n = z - shift;
   const double f = xc - n;
   const double r = keops_fma(f, 6.93147180559945286227e-01, f * 2.3190468138462996e-17);
-  double p = 1.0 / 6227020800.0;
-  p = p * r + 1.0 / 479001600.0;
-  p = p * r + 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  const double poly = p * r;
-  const unsigned long long ni = keops_double_to_bits(z) - 0x4338000000000000ull;
-  const unsigned long long n1 = (unsigned long long)((long long)ni >> 1);
-  const unsigned long long n2 = ni - n1;
-  const double s1 = keops_bits_to_double((n1 << 52) + 0x3ff0000000000000ull);
-  const double s2 = keops_bits_to_double((n2 << 52) + 0x3ff0000000000000ull);
-  return (s1 + poly * s1) * s2;
+  return keops_exp_reduced(r, z);
 }
 #endif
 KEOPS_HD float keops_log(float x) { return KEOPS_LIBM(logf)(x); }

@@ -3,17 +3,10 @@
  * place; elsewhere (a log file, a CI job) a plain line at most every `intervalMs`, so logs stay short.
  */
 import { SingleBar } from 'cli-progress';
+import type { KnnJobProgress } from '../jobs/knn-job';
 
 /** Where a job is: pairs evaluated (those done before a resume included), rows written. */
-export interface ProgressState {
-  readonly pairsDone: number;
-  readonly pairsTotal: number;
-  /** Pairs already done when this run started (a resumed job): the rate counts only this run's. */
-  readonly pairsAtStart: number;
-  readonly rowsDone: number;
-  readonly rows: number;
-  readonly elapsedMs: number;
-}
+export type ProgressState = KnnJobProgress;
 
 export interface ProgressDisplay {
   update(state: ProgressState): void;

@@ -9,6 +9,7 @@ import { promisify } from 'node:util';
 import { gunzip } from 'node:zlib';
 import { KeOpsError } from '../errors';
 import {
+  checkRowRange,
   type StorageArray,
   type StorageDtype,
   STORAGE_BYTES,
@@ -222,20 +223,7 @@ function vectorFile(
     }
   }
 
-  const checkRange = (start: number, end: number): void => {
-    if (
-      !Number.isSafeInteger(start) ||
-      !Number.isSafeInteger(end) ||
-      start < 0 ||
-      end < start ||
-      end > rows
-    ) {
-      throw new KeOpsError(
-        'ERR_INVALID_ARGUMENT',
-        `${path}: bad row range [${start}, ${end}) of ${rows} rows`,
-      );
-    }
-  };
+  const checkRange = (start: number, end: number): void => checkRowRange(path, start, end, rows);
   const readBytesOf = (start: number, end: number, out: Uint8Array): Promise<void> =>
     layout.dimPrefix ? readPrefixed(start, end, out) : readPlain(start, end, out);
 

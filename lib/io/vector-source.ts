@@ -109,20 +109,21 @@ export function vectorsFromArray(
     dtype,
     name,
     read(start, end) {
-      if (
-        !Number.isSafeInteger(start) ||
-        !Number.isSafeInteger(end) ||
-        start < 0 ||
-        end < start ||
-        end > rows
-      ) {
-        return Promise.reject(
-          new KeOpsError('ERR_INVALID_ARGUMENT', `${name}: bad row range [${start}, ${end}) of ${rows} rows`),
-        );
+      try {
+        checkRowRange(name, start, end, rows);
+      } catch (e) {
+        return Promise.reject(e);
       }
       return Promise.resolve(data.subarray(start * dim, end * dim));
     },
   };
+}
+
+/** ERR_INVALID_ARGUMENT unless [start, end) is a range of integers within [0, rows). */
+export function checkRowRange(name: string, start: number, end: number, rows: number): void {
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start || end > rows) {
+    throw new KeOpsError('ERR_INVALID_ARGUMENT', `${name}: bad row range [${start}, ${end}) of ${rows} rows`);
+  }
 }
 
 const f32 = new Float32Array(1);
