@@ -13,13 +13,20 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { FlowProducer, Job, Queue, QueueEvents, Worker } from 'bullmq';
-import IORedis from 'ioredis';
+import type { Queue } from 'bullmq';
+import type IORedis from 'ioredis';
 import { KeOpsError, type KeOpsErrorCode } from '../errors';
 import type { ComputeSettings, ShardKernel } from './kernels';
 import { describeShard, type JobPlan, readPlan, shardCount, shardSpec } from './plan';
 import { kernelFor, mergePlan, type MergeResult, runShard, type ShardRunResult } from './shards';
 import type { JobStorage } from './storage';
+
+/**
+ * BullMQ and its Redis client load on first use, not with the package: an application that never queues does not
+ * pay for them (nor for the native msgpack addon BullMQ brings).
+ */
+const loadBullmq = () => import('bullmq');
+const loadIORedis = async () => (await import('ioredis')).Redis;
 
 export interface QueueOptions {
   /** redis://[user:password@]host:port[/db] */
@@ -54,7 +61,8 @@ export async function connectRedis(options: QueueOptions): Promise<IORedis> {
   }
   const timeout = options.connectTimeoutMs ?? 5000;
   let connected = false;
-  const client = new IORedis(options.redis, {
+  const RedisClient = await loadIORedis();
+  const client = new RedisClient(options.redis, {
     lazyConnect: true,
     connectTimeout: timeout,
     maxRetriesPerRequest: null, // what BullMQ's blocking connections need
@@ -172,6 +180,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     );
   }
   const connection = await connectRedis(options);
+  const { Worker } = await loadBullmq();
   const log = options.onEvent ?? (() => undefined);
   const name = `${hostname()}:${process.pid}`;
   const free = devices === undefined ? [] : [...devices];
@@ -291,6 +300,7 @@ export async function submitPlan(planLocation: string, options: SubmitOptions): 
   }
   const backoffMs = options.backoffMs ?? 1000;
   const connection = await connectRedis(options);
+  const { FlowProducer, Queue, QueueEvents } = await loadBullmq();
   const total = shardCount(plan);
   const run = `${plan.hash.slice(0, 16)}-${randomBytes(4).toString('hex')}`;
   const shardId = (index: number) => `${run}-s${index}`;
@@ -381,6 +391,7 @@ async function explainFailure(
       },
     );
   }
+  const { Job } = await loadBullmq();
   for (let index = 0; index < shardCount(plan); index++) {
     const job = await Job.fromId<ShardJobData>(shardQueue, shardId(index));
     if (job !== undefined && (await job.isFailed())) {
