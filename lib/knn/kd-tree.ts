@@ -30,13 +30,22 @@ export interface KdTree {
   readonly leaves: Int32Array;
 }
 
-/** Builds the tree; `points` is rows × dim, row-major, all values finite (the caller checks). */
-export function buildKdTree(points: FloatArray, dim: number, leafSize: number): KdTree {
+/** A tree and its cloud in the tree's order (row r of `points` is row tree.permutation[r] of the input). */
+export interface OrderedCloud<T extends FloatArray> {
+  readonly tree: KdTree;
+  readonly points: T;
+}
+
+/**
+ * Builds the tree; `points` is rows × dim, row-major, all values finite (the caller checks). The rows are
+ * partitioned in place in a copy, which ends up in the tree's order: reading the split coordinate is then a
+ * sequential scan rather than a gather through the permutation.
+ */
+export function buildKdTree<T extends FloatArray>(points: T, dim: number, leafSize: number): OrderedCloud<T> {
   const rows = points.length / dim;
+  const work = points.slice() as T;
   const permutation = new Int32Array(rows);
   for (let r = 0; r < rows; r++) permutation[r] = r;
-  // Scratch for quickselect: the split coordinate of each row of the node being split, moved with the rows.
-  const keys = new Float64Array(rows);
   // Leaves hold at least ⌊leafSize / 2⌋ rows (halves of nodes of more than leafSize rows).
   const capacity = rows <= leafSize ? 1 : 2 * Math.ceil(rows / Math.max(1, leafSize >> 1));
   const start = new Int32Array(capacity);
@@ -56,7 +65,7 @@ export function buildKdTree(points: FloatArray, dim: number, leafSize: number): 
     let min = Infinity;
     let max = -Infinity;
     for (let r = 0; r < rows; r++) {
-      const v = points[r * dim + d];
+      const v = work[r * dim + d];
       if (v < min) min = v;
       if (v > max) max = v;
     }
@@ -74,10 +83,9 @@ export function buildKdTree(points: FloatArray, dim: number, leafSize: number): 
     }
     let widest = 0;
     for (let d = 1; d < dim; d++) if (cutHi[d] - cutLo[d] > cutHi[widest] - cutLo[widest]) widest = d;
-    for (let r = from; r < to; r++) keys[r] = points[permutation[r] * dim + widest];
     const mid = from + ((to - from) >> 1);
-    select(keys, permutation, from, to - 1, mid);
-    const split = keys[mid];
+    select(work, dim, widest, permutation, from, to - 1, mid);
+    const split = work[mid * dim + widest];
     splitDim[node] = widest;
     splitValue[node] = split;
     const [lo, hi] = [cutLo[widest], cutHi[widest]];
@@ -98,9 +106,8 @@ export function buildKdTree(points: FloatArray, dim: number, leafSize: number): 
     const at = node * dim;
     if (left[node] < 0) {
       for (let r = start[node]; r < end[node]; r++) {
-        const src = permutation[r] * dim;
         for (let d = 0; d < dim; d++) {
-          const v = points[src + d];
+          const v = work[r * dim + d];
           if (v < lo[at + d]) lo[at + d] = v;
           if (v > hi[at + d]) hi[at + d] = v;
         }
@@ -114,7 +121,7 @@ export function buildKdTree(points: FloatArray, dim: number, leafSize: number): 
       hi[at + d] = Math.max(hi[a + d], hi[b + d]);
     }
   }
-  return {
+  const tree: KdTree = {
     dim,
     permutation,
     start: start.slice(0, nodes),
@@ -127,39 +134,51 @@ export function buildKdTree(points: FloatArray, dim: number, leafSize: number): 
     hi,
     leaves: leafList.slice(0, leafCount),
   };
+  return { tree, points: work };
 }
 
 /**
- * Reorders keys[lo..hi] (and rows alongside) so that keys[k] is the value of rank k, with keys at or below it to
- * its left and at or above it to its right (Hoare partition around a median of three: equal keys split evenly,
- * so a node of equal coordinates costs linear time).
+ * Reorders rows lo..hi of `points` (and `rows` alongside) so that row k has the value of rank k in coordinate
+ * `axis`, with rows at or below it to its left and at or above it to its right (Hoare partition around a median
+ * of three: equal keys split evenly, so a node of equal coordinates costs linear time).
  */
-function select(keys: Float64Array, rows: Int32Array, lo: number, hi: number, k: number): void {
+function select(
+  points: FloatArray,
+  dim: number,
+  axis: number,
+  rows: Int32Array,
+  lo: number,
+  hi: number,
+  k: number,
+): void {
+  const key = (r: number): number => points[r * dim + axis];
   const swap = (a: number, b: number): void => {
-    const key = keys[a];
-    keys[a] = keys[b];
-    keys[b] = key;
+    for (let d = 0; d < dim; d++) {
+      const v = points[a * dim + d];
+      points[a * dim + d] = points[b * dim + d];
+      points[b * dim + d] = v;
+    }
     const row = rows[a];
     rows[a] = rows[b];
     rows[b] = row;
   };
   while (hi > lo) {
     const m = lo + ((hi - lo) >> 1);
-    if (keys[m] < keys[lo]) swap(m, lo);
-    if (keys[hi] < keys[lo]) swap(hi, lo);
-    if (keys[hi] < keys[m]) swap(hi, m);
-    const pivot = keys[m];
+    if (key(m) < key(lo)) swap(m, lo);
+    if (key(hi) < key(lo)) swap(hi, lo);
+    if (key(hi) < key(m)) swap(hi, m);
+    const pivot = key(m);
     let i = lo - 1;
     let j = hi + 1;
     for (;;) {
       do i++;
-      while (keys[i] < pivot);
+      while (key(i) < pivot);
       do j--;
-      while (keys[j] > pivot);
+      while (key(j) > pivot);
       if (i >= j) break;
       swap(i, j);
     }
-    // keys[lo..j] <= pivot <= keys[j+1..hi]
+    // key(lo..j) <= pivot <= key(j+1..hi)
     if (k <= j) hi = j;
     else lo = j + 1;
   }

@@ -168,10 +168,10 @@ export async function knnLowDim<T extends FloatArray>(
     await search.bruteForce(queries, base, null, out);
     return out;
   }
-  const baseTree = buildKdTree(base, dim, BASE_LEAF_ROWS);
+  const { tree: baseTree, points: orderedBase } = buildKdTree(base, dim, BASE_LEAF_ROWS);
   const index: BaseIndex = {
     tree: baseTree,
-    y: permutedRows(base, dim, baseTree.permutation),
+    y: orderedBase,
     leafNumberOf: leafNumbers(baseTree),
   };
   const all = new Int32Array(m);
@@ -435,11 +435,12 @@ function ballFraction(metric: LowDimMetric, dim: number): number {
 const RETRY_BRUTE_FORCE_PAIRS = 2 ** 25;
 
 /** How much farther than the density estimate of the k-th distance stage 1 looks (uniform data: rarely short). */
-const GUESS_FACTOR = 1.5;
+const GUESS_FACTOR = 1.4;
 
 /**
  * Stage 1's per-row bounds: the k-th distance estimated from the density of the row's home node (rows over its
- * box volume, dimensions of zero extent left out), times GUESS_FACTOR, plus the row's distance to that box.
+ * box volume, dimensions of zero extent left out), widened near the cloud's faces, times GUESS_FACTOR, plus the
+ * row's distance to that box.
  * Any bound is sound (rows it does not certify are redone); good ones certify most rows with few pairs.
  */
 function guessedBounds(batch: QueryBatch, index: BaseIndex, k: number, metric: LowDimMetric): Float64Array {
@@ -469,15 +470,25 @@ function guessedBounds(batch: QueryBatch, index: BaseIndex, k: number, metric: L
       if (rows * fraction < k) lo = radius;
       else hi = radius;
     }
-    const radius = GUESS_FACTOR * hi;
     const qNode = tree.leaves[leaf];
     for (let r = tree.start[qNode]; r < tree.end[qNode]; r++) {
       let gap = 0;
+      // Near the base's bounding box (node 0's), part of the row's ball lies outside the cloud and holds no
+      // points: ρ grows by the inverse of the covered fraction (per dimension, at least half), so that rows near
+      // faces and corners are not left unsettled.
+      let covered = 1;
+      let spread = 0;
       for (let d = 0; d < dim; d++) {
         const v = q[r * dim + d];
         const g = Math.max(0, base.lo[node * dim + d] - v, v - base.hi[node * dim + d]);
         gap += metric === 'l2' ? g * g : g;
+        if (base.hi[d] > base.lo[d] && hi > 0) {
+          const inside = Math.min(v + hi, base.hi[d]) - Math.max(v - hi, base.lo[d]);
+          covered *= Math.min(1, Math.max(0.5, inside / (2 * hi)));
+          spread++;
+        }
       }
+      const radius = GUESS_FACTOR * (spread > 0 ? hi * covered ** (-1 / spread) : hi);
       bound[r] = metric === 'l2' ? (Math.sqrt(gap) + radius) ** 2 : gap + radius;
     }
   }
