@@ -173,6 +173,14 @@ function commandHelp(name: string): string {
 }
 
 if (require.main === module) {
+  // A reader that stops early (`keops-node knn --help | head`) closes the pipe: end as Unix tools do when
+  // SIGPIPE kills them (status 141), without a stack trace. A job stopped this way resumes from its checkpoint.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EPIPE') throw e;
+      process.exit(141);
+    });
+  }
   runCli(process.argv.slice(2), {
     out: (text) => process.stdout.write(`${text}\n`),
     err: (text) => process.stderr.write(`${text}\n`),

@@ -74,6 +74,22 @@ describe('keops-node command', function () {
     expect(extra.stderr).to.contain("unexpected argument 'now'");
   });
 
+  it('ends quietly with status 141 when its reader closes the pipe (`keops-node knn --help | true`)', () => {
+    const cliPath = join(__dirname, '..', 'lib', 'cli.ts');
+    const piped = spawnSync(
+      'bash',
+      [
+        '-c',
+        `"$0" -r ts-node/register/transpile-only "$1" knn --help | true; echo "status \${PIPESTATUS[0]}"`,
+        process.execPath,
+        cliPath,
+      ],
+      { encoding: 'utf8', env: { ...process.env, TS_NODE_TRANSPILE_ONLY: '1' } },
+    );
+    expect(piped.stdout.trim()).to.equal('status 141');
+    expect(piped.stderr).to.equal('');
+  });
+
   it('info wraps a long CUDA reason into indented lines, one per clause', () => {
     const reason =
       'no CUDA driver (cannot load libcuda.so.1: no such file; really); ' +
