@@ -18,13 +18,12 @@ import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { gunzipSync } from 'node:zlib';
 
 const cacheDir = mkdtempSync(join(tmpdir(), 'keops-bench-highdim-'));
 process.env.KEOPS_CACHE_DIR = cacheDir; // cold cache: first calls really compile
 
 import { Genred } from '../lib/genred';
-import { uniform } from './data';
+import { readIdxImages, uniform } from './data';
 
 const SCALE = Number(process.env.BENCH_SCALE ?? 1);
 const PYTHON = process.env.BENCH_PYTHON ?? 'python3';
@@ -46,15 +45,6 @@ async function best(repeats: number, run: () => unknown): Promise<{ wall: number
     if (wall < result.wall) result = { wall, cpu: (c.user + c.system) / 1e6 };
   }
   return result;
-}
-
-/** IDX images (big-endian header: magic 0x803, count, rows, cols; then uint8 pixels) as float32, `limit` first. */
-function readIdxImages(file: string, limit: number): { data: Float32Array; rows: number; dim: number } {
-  const raw = gunzipSync(readFileSync(file));
-  if (raw.readUInt32BE(0) !== 0x803) throw new Error(`${file}: not an IDX image file`);
-  const rows = Math.min(limit, raw.readUInt32BE(4));
-  const dim = raw.readUInt32BE(8) * raw.readUInt32BE(12);
-  return { data: Float32Array.from(raw.subarray(16, 16 + rows * dim)), rows, dim };
 }
 
 interface KnnCase {
@@ -206,8 +196,8 @@ async function main(): Promise<void> {
       },
       work,
     );
-    const train = readIdxImages(join(FASHION_MNIST, 'train-images-idx3-ubyte.gz'), 60_000);
-    const test = readIdxImages(
+    const train = await readIdxImages(join(FASHION_MNIST, 'train-images-idx3-ubyte.gz'), 60_000);
+    const test = await readIdxImages(
       join(FASHION_MNIST, 't10k-images-idx3-ubyte.gz'),
       Math.max(SAMPLE, Math.round(1000 * SCALE)),
     );
@@ -215,8 +205,8 @@ async function main(): Promise<void> {
       {
         name: 'fmnist',
         label: 'Fashion-MNIST',
-        x: test.data,
-        y: train.data,
+        x: Float32Array.from(test.data),
+        y: Float32Array.from(train.data),
         nx: test.rows,
         ny: train.rows,
         dim: train.dim,

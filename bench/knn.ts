@@ -22,8 +22,7 @@ import { execFileSync } from 'node:child_process';
 import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { gunzipSync } from 'node:zlib';
-import { uniform } from './data';
+import { readIdxImages, uniform } from './data';
 
 const SCALE = Number(process.env.BENCH_SCALE ?? 1);
 const PYTHON = process.env.BENCH_PYTHON ?? 'python3';
@@ -62,15 +61,6 @@ const PEER_LABELS: Readonly<Record<string, string>> = {
 };
 const PYTHON_PEERS = new Set(['faiss', 'kdtree', 'exact']);
 const SINGLE_THREADED = new Set(['kdtree', 'hnswlib']);
-
-/** IDX images (big-endian header: magic 0x803, count, rows, cols; then uint8 pixels). */
-function readIdxImages(file: string, limit: number): { data: Uint8Array; rows: number; dim: number } {
-  const raw = gunzipSync(readFileSync(file));
-  if (raw.readUInt32BE(0) !== 0x803) throw new Error(`${file}: not an IDX image file`);
-  const rows = Math.min(limit, raw.readUInt32BE(4));
-  const dim = raw.readUInt32BE(8) * raw.readUInt32BE(12);
-  return { data: Uint8Array.from(raw.subarray(16, 16 + rows * dim)), rows, dim };
-}
 
 const lines: string[] = [];
 const out = (line: string): void => {
@@ -232,8 +222,8 @@ async function main(): Promise<void> {
     }
 
     if (CASES.has('fmnist')) {
-      const train = readIdxImages(join(FASHION_MNIST, 'train-images-idx3-ubyte.gz'), scaled(60_000));
-      const test = readIdxImages(join(FASHION_MNIST, 't10k-images-idx3-ubyte.gz'), scaled(10_000));
+      const train = await readIdxImages(join(FASHION_MNIST, 'train-images-idx3-ubyte.gz'), scaled(60_000));
+      const test = await readIdxImages(join(FASHION_MNIST, 't10k-images-idx3-ubyte.gz'), scaled(10_000));
       const fmnist: Case = {
         name: 'fmnist',
         label: 'Fashion-MNIST',

@@ -19,7 +19,14 @@ import { runDistributedKnn } from '../lib/distributed/knn-submit';
 import { fileStorage } from '../lib/distributed/storage';
 import { runCli } from '../lib/cli';
 import { rejection, rng } from './util';
-import { freePort, knnOfFiles, type TestRedis, testRedis, writeVectors } from './distributed-util';
+import {
+  freePort,
+  knnOfFiles,
+  type TestRedis,
+  testRedis,
+  writeRandomRows,
+  writeVectors,
+} from './distributed-util';
 
 const CLI = join(__dirname, '..', 'lib', 'cli.ts');
 const SHARDS = 5;
@@ -115,18 +122,8 @@ describe('distributed jobs on BullMQ (real redis-server, worker processes)', fun
     const pool = [0, 1, 2].map(() => new WorkerProcess(url, queue, options));
     workers.push(...pool);
     // Shards of one kernel call each, lasting about as long as the lock or longer: lock renewal must go on.
-    await writeVectors(
-      join(dir, 'q.fbin'),
-      Float32Array.from({ length: 1000 * D }, () => r()),
-      D,
-      'float32',
-    );
-    await writeVectors(
-      join(dir, 'b.fbin'),
-      Float32Array.from({ length: 24000 * D }, () => r()),
-      D,
-      'float32',
-    );
+    await writeRandomRows(join(dir, 'q.fbin'), 1000, D, 'float32', r);
+    await writeRandomRows(join(dir, 'b.fbin'), 24000, D, 'float32', r);
     const metric = { formula: 'Sum(Exp(-Abs(x-y)))' };
     // The local result (while the workers start), which also compiles the kernel into the cache they share.
     const expected = await knnOfFiles(join(dir, 'q.fbin'), join(dir, 'b.fbin'), { k: 10, metric });
@@ -202,18 +199,8 @@ describe('distributed jobs on BullMQ (real redis-server, worker processes)', fun
     const url = (redis as TestRedis).url;
     const queue = `reduce-${process.pid}`;
     const r = rng(32);
-    await writeVectors(
-      join(dir, 'x.npy'),
-      Float64Array.from({ length: 50 * 3 }, () => r()),
-      3,
-      'float64',
-    );
-    await writeVectors(
-      join(dir, 'y.npy'),
-      Float64Array.from({ length: 80 * 3 }, () => r()),
-      3,
-      'float64',
-    );
+    await writeRandomRows(join(dir, 'x.npy'), 50, 3, 'float64', r);
+    await writeRandomRows(join(dir, 'y.npy'), 80, 3, 'float64', r);
     const request = {
       formula: 'Exp(-SqDist(x,y))',
       aliases: ['x = Vi(3)', 'y = Vj(3)'],
@@ -325,18 +312,8 @@ describe('distributed jobs on BullMQ (real redis-server, worker processes)', fun
     const url = (redis as TestRedis).url;
     const queue = `knncli-${process.pid}`;
     const r = rng(34);
-    await writeVectors(
-      join(dir, 'cq.fbin'),
-      Float32Array.from({ length: 70 * 9 }, () => r()),
-      9,
-      'float32',
-    );
-    await writeVectors(
-      join(dir, 'cb.fbin'),
-      Float32Array.from({ length: 150 * 9 }, () => r()),
-      9,
-      'float32',
-    );
+    await writeRandomRows(join(dir, 'cq.fbin'), 70, 9, 'float32', r);
+    await writeRandomRows(join(dir, 'cb.fbin'), 150, 9, 'float32', r);
     const io = { out: () => undefined, err: () => undefined };
     const common = [
       'knn',

@@ -180,6 +180,19 @@ export async function writeVectors(
   await writer.commit();
 }
 
+/** Writes `rows` × `dim` values drawn from `r` (uniform [0, 1)) to a vector file of float32 or float64. */
+export function writeRandomRows(
+  path: string,
+  rows: number,
+  dim: number,
+  dtype: 'float32' | 'float64',
+  r: () => number,
+): Promise<void> {
+  const data = dtype === 'float32' ? new Float32Array(rows * dim) : new Float64Array(rows * dim);
+  for (let k = 0; k < data.length; k++) data[k] = r();
+  return writeVectors(path, data, dim, dtype);
+}
+
 /** knn() over two vector files (closed afterwards), on the CPU. */
 export async function knnOfFiles(
   queries: string,

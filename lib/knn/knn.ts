@@ -7,14 +7,8 @@
  */
 import { KeOpsError } from '../errors';
 import type { Dtype, FloatArray } from '../backend/plan';
-import type { Backend } from '../backend/runner';
 import { performance } from 'node:perf_hooks';
-import {
-  type ChunkedOptions,
-  type ChunkedProgress,
-  DEFAULT_MEMORY_LIMIT,
-  reduceChunked,
-} from '../jobs/chunked';
+import { type ChunkedOptions, DEFAULT_MEMORY_LIMIT, reduceChunked } from '../jobs/chunked';
 import { INT32_INDEX_LIMIT } from '../jobs/partial';
 import {
   allocateFloat,
@@ -32,21 +26,13 @@ import { KnnSearch, type KnnRows } from './plan';
 export type KnnInput =
   VectorSource | { readonly data: StorageArray; readonly dim: number; readonly dtype?: StorageDtype };
 
-/** How a search runs: the chunked executor's settings. */
-export interface KnnRunOptions {
-  /** Bytes the run may hold (default 256 MiB): chunks of queries and base, states, the result. */
-  readonly memoryLimit?: number;
+/** How a search runs: the chunked executor's settings (the base is the reduced axis, split over `devices`). */
+export interface KnnRunOptions extends Pick<
+  ChunkedOptions,
+  'memoryLimit' | 'onProgress' | 'signal' | 'devices' | 'backend' | 'threads'
+> {
   /** Upper bounds on the query-block and base-chunk rows the memory limit gives (tuning, tests). */
   readonly chunkRows?: { readonly queries?: number; readonly base?: number };
-  /** Called with (query, base) pairs done, at most ~10 times a second and once at the end. */
-  readonly onProgress?: (progress: ChunkedProgress) => void;
-  /** Stops the run between kernel calls: it rejects with ERR_ABORTED. */
-  readonly signal?: AbortSignal;
-  /** GPUs to run on ('all' or ordinals), the base split over them. */
-  readonly devices?: 'all' | readonly number[];
-  readonly backend?: Backend;
-  /** CPU threads (default one per core). */
-  readonly threads?: number;
 }
 
 export interface KnnOptions extends KnnRunOptions {
