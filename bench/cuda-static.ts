@@ -6,7 +6,7 @@
  *   - the occupancy those give on an H100 with the block size and shared memory the runtime would use;
  *   - the PTX instructions per pair of the hot path of the inner j loop of the 1D kernel.
  *
- *   npx ts-node --transpile-only bench/cuda-static.ts [--label before|after|...] [--write] [--keep DIR]
+ *   npx ts-node --transpile-only bench/cuda-static.ts [--label before|after|...] [--write] [--keep DIR] [--only ID,...]
  *   (npm run bench:cuda-static -- --label after --write)
  *
  * --write appends the table to bench/RESULTS.md; --keep DIR leaves the .cu, .ptx and ptxas logs there.
@@ -57,6 +57,8 @@ interface Case {
   readonly text: string;
   readonly aliases: readonly string[];
   readonly dtype: CudaDtype;
+  /** Generate the tensor-core kernels (what the runtime does on compute capability 8.0 and later). */
+  readonly tensorCores?: boolean;
 }
 
 const GAUSS = ['x = Vi(0,3)', 'y = Vj(1,3)', 'b = Vj(2,1)'];
@@ -97,6 +99,22 @@ const CASES: readonly Case[] = [
     dtype: 'float32',
   },
   {
+    id: 'argkmin-d128-tc',
+    label: 'ArgKMin K=10 f32, D=128, tensor cores',
+    text: 'ArgKMin_Reduction(SqDist(x,y),10,0)',
+    aliases: ['x = Vi(0,128)', 'y = Vj(1,128)'],
+    dtype: 'float32',
+    tensorCores: true,
+  },
+  {
+    id: 'argkmin-d784-tc',
+    label: 'ArgKMin K=10 f32, D=784, tensor cores',
+    text: 'ArgKMin_Reduction(SqDist(x,y),10,0)',
+    aliases: ['x = Vi(0,784)', 'y = Vj(1,784)'],
+    dtype: 'float32',
+    tensorCores: true,
+  },
+  {
     id: 'lse-f32',
     label: 'LogSumExp f32, D=3',
     text: 'Max_SumShiftExp_Reduction(-SqDist(x,y),0)',
@@ -104,6 +122,11 @@ const CASES: readonly Case[] = [
     dtype: 'float32',
   },
 ];
+
+/** The dimension of the case's first variable (the k-NN cases' D). */
+function dimOf(c: Case): number {
+  return Number(/,(\d+)\)$/.exec(c.aliases[0])?.[1]);
+}
 
 /** The kernels the CUDA backend generates for a case (runner.ts: block_sum for sum-type reductions). */
 function kernelsOf(c: Case): CudaKernels {
@@ -118,6 +141,7 @@ function kernelsOf(c: Case): CudaKernels {
     dtype: c.dtype,
     sumScheme: parsed.reduction.def.sumType ? 'block_sum' : 'direct_sum',
     positions,
+    tensorCores: c.tensorCores,
   });
 }
 
@@ -303,6 +327,8 @@ interface HotPath {
   /** MUFU (ex2, lg2, rcp, rsqrt, sqrt, sin, cos approximations) and FP64 arithmetic instructions on the path. */
   readonly mufu: number;
   readonly fp64: number;
+  /** mma.sync instructions (tensor cores) on the path. */
+  readonly mma: number;
 }
 
 /** Shortest path (instructions) from the header back to it inside the loop (Dijkstra, small graphs). */
@@ -342,7 +368,8 @@ function hotPath(blocks: readonly Block[], loop: { header: number; body: Set<num
   const fp64 = path.filter((i) =>
     /^(@!?%\w+\s+)?(add|sub|mul|fma|neg|abs|min|max)(\.\w+)*\.f64\s/.test(i),
   ).length;
-  return { instructions: best.d, sharedBytes: sharedBytesRead(path), blocks: onPath, mufu, fp64 };
+  const mma = path.filter((i) => /^(@!?%\w+\s+)?mma\.sync/.test(i)).length;
+  return { instructions: best.d, sharedBytes: sharedBytesRead(path), blocks: onPath, mufu, fp64, mma };
 }
 
 export interface LoopCount {
@@ -351,13 +378,20 @@ export interface LoopCount {
   readonly perPair: number;
   readonly mufuPerPair: number;
   readonly fp64PerPair: number;
+  readonly mmaPerPair: number;
 }
 
+/**
+ * `mmaDims`: for tensor-core kernels, the dimensions (padded to whole steps of 8) each pair's dot product takes:
+ * there the pairs of a trip are counted from its m16n8k8 instructions (each 16 × 8 pairs of a warp over 8
+ * dimensions), not from the shared bytes read (a record serves a whole warp's rows).
+ */
 export function innerLoopCount(
   ptx: string,
   entry: string,
   recordBytes: number,
   rowsPerThread: number,
+  mmaDims?: number,
 ): LoopCount {
   const blocks = basicBlocks(entryBody(ptx, entry));
   const all = loops(blocks);
@@ -384,13 +418,17 @@ export function innerLoopCount(
     .filter((p) => p.sharedBytes > 0);
   if (paths.length === 0) throw new Error(`no hot path reading shared memory in ${entry}`);
   const path = paths.reduce((a, b) => (b.sharedBytes > a.sharedBytes ? b : a));
-  const pairs = (path.sharedBytes / recordBytes) * rowsPerThread;
+  const pairs =
+    mmaDims === undefined
+      ? (path.sharedBytes / recordBytes) * rowsPerThread
+      : (path.mma * 16 * 8 * 8) / (32 * mmaDims);
   return {
     instructionsPerTrip: path.instructions,
     pairsPerTrip: pairs,
     perPair: path.instructions / pairs,
     mufuPerPair: path.mufu / pairs,
     fp64PerPair: path.fp64 / pairs,
+    mmaPerPair: path.mma / pairs,
   };
 }
 
@@ -430,7 +468,13 @@ function analyse(c: Case, dir: string): Row {
     oneD,
     others,
     occ: occupancy(kernels, oneD.registers),
-    loop: innerLoopCount(ptx, e.oneD, kernels.sharedBytesPerThread, rowsPerThread),
+    loop: innerLoopCount(
+      ptx,
+      e.oneD,
+      kernels.sharedBytesPerThread,
+      rowsPerThread,
+      kernels.tensorCores ? Math.ceil(dimOf(c) / 8) * 8 : undefined,
+    ),
     rowsPerThread,
   };
 }
@@ -440,15 +484,24 @@ const CLOCK_HZ = 1.75e9;
 const MODEL_PAIRS = 1e12;
 
 /**
+ * Cycles of an SM sub-partition per mma.sync m16n8k8 with TF32 operands: the H100's dense TF32 rate (494.7
+ * TFLOPS at 1.98 GHz on 132 SMs: 1024 multiply-adds per SM and cycle) is 4 cycles; mma.sync reaches about two
+ * thirds of the rate of Hopper's wgmma in published microbenchmarks, hence 6.
+ */
+const MMA_TF32_CYCLES = 6;
+
+/**
  * Seconds for 1e6 × 1e6 pairs if the inner loop ran at the bound of its SM sub-partitions: per warp of 32 pairs,
- * max(instructions issued, 8 cycles per MUFU op, 2 per FP64 op), 4 sub-partitions × 132 SMs. Occupancy, latency
- * and tile overhead are not modelled (the static analysis found 70-90% of this reached in practice).
+ * max(instructions issued, 8 cycles per MUFU op, 2 per FP64 op, MMA_TF32_CYCLES per mma), 4 sub-partitions × 132
+ * SMs. Occupancy, latency and tile overhead are not modelled (the static analysis found 70-90% of this reached in
+ * practice), nor the pairs a screening sends to the exact path.
  */
 function ceilingSeconds(loop: LoopCount): { seconds: number; bound: string } {
   const bounds: [string, number][] = [
     ['issue', loop.perPair],
     ['MUFU', 8 * loop.mufuPerPair],
     ['FP64', 2 * loop.fp64PerPair],
+    ['tensor', MMA_TF32_CYCLES * loop.mmaPerPair],
   ];
   const [bound, cycles] = bounds.reduce((a, b) => (b[1] > a[1] ? b : a));
   return { seconds: (MODEL_PAIRS * cycles) / (32 * 4 * H100.multiprocessors * CLOCK_HZ), bound };
@@ -486,7 +539,8 @@ function main(): void {
   mkdirSync(dir, { recursive: true });
   try {
     const version = run(['--version']).stdout.trim().split('\n').pop() ?? '';
-    const rows = CASES.map((c) => analyse(c, dir));
+    const only = at('--only')?.split(',');
+    const rows = CASES.filter((c) => only === undefined || only.includes(c.id)).map((c) => analyse(c, dir));
     const text =
       `\n## CUDA static report (${label}), ${new Date().toISOString().slice(0, 10)}\n\n` +
       `No GPU: nvcc (${version}) -cubin -arch=sm_90 -O3 --std=c++17 (-use_fast_math for float32, as the runtime's ` +

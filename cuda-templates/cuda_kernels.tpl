@@ -17,8 +17,11 @@
 // Batch: blockIdx.z + batch_begin is the batch entry; when `batch_offsets` is not null, entry b adds
 // batch_offsets[b * (kArgSlots + 2) + k] elements to argument k, then to out_val and out_idx (host-built from the
 // broadcast batch shapes). Partials of the split kernels are batch-major and need no offsets.
-// Dynamic shared memory: blockDim.x * kDimInner * sizeof(keops_t) bytes, plus blockDim.x * sizeof(keops_acc_t)
-// for the screening's |y|^2 (CudaKernels.sharedBytesPerThread each).
+// Dynamic shared memory: blockDim.x * kRecordStride * sizeof(keops_t) bytes (the tile), plus blockDim.x *
+// sizeof(keops_acc_t) for the screening's |y|^2, plus with tensor cores blockDim.x * kMmaExchangeStride floats for
+// each warp's exchange buffer and, when x does not stay in registers, blockDim.x * kMmaXStride floats for each
+// warp's staged rows (CudaKernels.sharedBytesPerThread each). Tensor-core kernels need blocks of whole warps
+// (blockDim.x a multiple of 32).
 // Sum schemes: direct_sum folds every j into the row accumulator; block_sum folds each tile into a fresh
 // accumulator merged into the row's one; kahan_scheme folds with compensation, settled before merging/output.
 
@@ -40,13 +43,16 @@ constexpr int kDimVal = {{DIM_VAL}};
 constexpr int kDimIdx = {{DIM_IDX}};
 constexpr int kDimOuter = {{DIM_OUTER}};  // values of the output-row variables, packed in position order
 constexpr int kDimInner = {{DIM_INNER}};  // values of the reduced-row variables: one shared-memory record per j
+constexpr int kRecordStride = {{RECORD_STRIDE}};  // values from one record to the next in the tile (>= kDimInner)
 constexpr int kArgSlots = {{ARG_SLOTS}};
 // Values of the sub-formulas that read no inner variable, computed once per output row by the prologue.
 constexpr int kHoistedScalars = {{HOISTED_SCALARS}};
+// Tensor-core screening (see kMmaSteps below): 1 or 0.
+#define KEOPS_MMA {{MMA}}
 // C++ arrays cannot be empty.
 constexpr int kValSlots = kDimRedVal > 0 ? kDimRedVal : 1;
 constexpr int kIdxSlots = kDimRedIdx > 0 ? kDimRedIdx : 1;
-constexpr int kOuterSlots = kDimOuter > 0 ? kDimOuter : 1;
+constexpr int kOuterSlots = kDimOuter > 0 && !KEOPS_MMA ? kDimOuter : 1;  // tensor cores: x stays in global memory
 constexpr int kHoistedSlots = kHoistedScalars > 0 ? kHoistedScalars : 1;
 // Output rows per thread: rows first + r * blockDim.x, r < kRows, of a block of blockDim.x * kRows rows. Every
 // staged j record is read once from shared memory for all of them, and the loop control is shared too.
@@ -72,6 +78,23 @@ __device__ __forceinline__ keops_acc_t keops_screen_alpha() { return {{SCREEN_AL
 __device__ __forceinline__ keops_acc_t keops_screen_beta() { return {{SCREEN_BETA}}; }
 __device__ __forceinline__ keops_acc_t keops_screen_tau() { return {{SCREEN_TAU}}; }
 __device__ __forceinline__ keops_acc_t keops_screen_eta() { return {{SCREEN_ETA}}; }
+// The screening's dot products on tensor cores (lib/codegen/cuda-screen.ts bounds their error): each warp
+// multiplies its 32 rows of x (staged in shared memory in the mma fragment order) by kMmaGroup staged records at
+// a time with mma.sync m16n8k8 (TF32 operands, float32 sums), over kMmaSteps steps of 8 dimensions (values past
+// kScreenDim are zero), then passes every row its 32 dot products through a per-warp exchange buffer.
+constexpr int kMmaSteps = {{MMA_STEPS}};
+// Up to 64 dimensions each lane keeps its A fragments (4 rows of x, 2 values per row and step) in registers for
+// the whole sweep, staged once through the tile's memory; beyond, the warp's rows of x stay in shared memory
+// (stride kMmaXStride) and the fragments are loaded at every step.
+#define KEOPS_MMA_A_IN_REGISTERS {{MMA_A_IN_REGISTERS}}
+constexpr int kMmaXStride = {{MMA_X_STRIDE}};
+constexpr int kMmaGroup = {{MMA_GROUP}};  // records per group: 16 or 32
+constexpr int kMmaTiles = kMmaGroup / 8;   // mma n-tiles per group
+constexpr int kMmaExchangeStride = {{MMA_EXCHANGE_STRIDE}};
+constexpr int kMmaXArg = {{MMA_X_ARG}};
+// Steps unrolled: all of them up to 256 dimensions, else 4 at a time (a fully unrolled long loop makes ptxas
+// keep values in local memory).
+constexpr int kMmaUnroll = kMmaSteps <= 32 ? (kMmaSteps > 0 ? kMmaSteps : 1) : 4;  // the argument slot of x (the exact path reads x in global memory)
 
 // 16 bytes of values, for vector copies into the tile.
 struct __align__(16) keops_chunk {
@@ -158,6 +181,7 @@ struct Row {
   Accumulator acc;
   keops_acc_t norm;  // |x|^2 for the screening
   bool active;
+  const keops_t* outer_global;  // x in global memory (tensor-core screening: the exact path reads it there)
 };
 
 // Sum of squares of n values, in order (the float32 rounding the screening bound accounts for).
@@ -168,17 +192,24 @@ __device__ __forceinline__ keops_acc_t keops_square_norm(const keops_t* v, int n
 }
 
 // Row i of a thread: its variables and per-row values when i is an output row (active), zeros otherwise (an
-// inactive row is still evaluated with its neighbours, on defined values, and never written).
+// inactive row is still evaluated with its neighbours, on defined values, and never written). With tensor cores
+// x stays in global memory (the kernels read it there: staged for the mma, and by the exact path).
 __device__ __forceinline__ void keops_start_row(const Args& args, bool active, long i, Row& row) {
   row.active = active;
   keops_reset(row.acc);
   for (int k = 0; k < kOuterSlots; k++) row.outer[k] = 0;
   for (int k = 0; k < kHoistedSlots; k++) row.hoisted[k] = 0;
+#if KEOPS_MMA
+  row.outer_global = active ? args.p[kMmaXArg] + i * kDimOuter : 0;
+  row.norm = active ? keops_square_norm(row.outer_global, kScreenDim) : 0;
+#else
+  row.outer_global = 0;
   if (active) {
     keops_load_outer(args, i, row.outer);
     keops_prologue(args, row.outer, row.hoisted);
   }
   row.norm = kScreen ? keops_square_norm(row.outer + kScreenOuter, kScreenDim) : 0;
+#endif
 }
 
 // The screened tile fold: kScreenGroup records at a time, their dot products with each row's x accumulated
@@ -200,7 +231,7 @@ __device__ __forceinline__ void keops_fold_tile_screened(const Args& args, const
       for (int k = 0; k < kScreenDim; k++) {
         const keops_acc_t xk = rows[r].outer[kScreenOuter + k];
 #pragma unroll
-        for (int u = 0; u < kScreenGroup; u++) dot[u] += xk * tile[(t + u) * kDimInner + kScreenInner + k];
+        for (int u = 0; u < kScreenGroup; u++) dot[u] += xk * tile[(t + u) * kRecordStride + kScreenInner + k];
       }
       const keops_acc_t bar = acc[r].val[kScreenSlot] * keops_screen_tau();
       unsigned keep = 0;  // bit u: record t + u needs the exact value
@@ -219,7 +250,7 @@ __device__ __forceinline__ void keops_fold_tile_screened(const Args& args, const
       for (int u = 0; keep != 0; u++, keep >>= 1) {
         if ((keep & 1u) == 0) continue;
         keops_t fout[kDimFout];
-        keops_eval(args, rows[r].outer, rows[r].hoisted, tile + (t + u) * kDimInner, fout);
+        keops_eval(args, rows[r].outer, rows[r].hoisted, tile + (t + u) * kRecordStride, fout);
         keops_fold_one(acc[r], fout, j0 + t + u);
       }
     }
@@ -228,11 +259,162 @@ __device__ __forceinline__ void keops_fold_tile_screened(const Args& args, const
 #pragma unroll
     for (int r = 0; r < kRows; r++) {
       keops_t fout[kDimFout];
-      keops_eval(args, rows[r].outer, rows[r].hoisted, tile + t * kDimInner, fout);
+      keops_eval(args, rows[r].outer, rows[r].hoisted, tile + t * kRecordStride, fout);
       keops_fold_one(acc[r], fout, j0 + t);
     }
   }
 }
+
+#if KEOPS_MMA
+// Warp-level primitives: mma.sync on the GPU (sm_80 and later), their emulation on the CPU (test/fake-cuda).
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+// d += A * B for one m16n8k8 tile: A's fragment a (rows g, g + 8; columns c, c + 4), B's b (rows c, c + 4; column
+// g), d's (rows g, g + 8; columns 2c, 2c + 1), g = lane / 4, c = lane % 4. The operands are float32 bits, which
+// the tensor cores read as TF32.
+__device__ __forceinline__ void keops_mma_tf32(float (&d)[4], const float (&a)[4], float b0, float b1) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(__float_as_uint(a[0])), "r"(__float_as_uint(a[1])), "r"(__float_as_uint(a[2])),
+        "r"(__float_as_uint(a[3])), "r"(__float_as_uint(b0)), "r"(__float_as_uint(b1)));
+}
+__device__ __forceinline__ void keops_syncwarp() { __syncwarp(); }
+__device__ __forceinline__ int keops_lowest_bit(unsigned v) { return __ffs(v) - 1; }
+__device__ __forceinline__ void keops_require_warp_blocks() {
+  if ((blockDim.x & 31) != 0) __trap();
+}
+#else
+__device__ __forceinline__ void keops_mma_tf32(float (&d)[4], const float (&a)[4], float b0, float b1) {
+  keops_emu::mma_m16n8k8_tf32(d, a, b0, b1);
+}
+__device__ __forceinline__ void keops_syncwarp() { keops_emu::syncwarp(); }
+__device__ __forceinline__ int keops_lowest_bit(unsigned v) { return __builtin_ctz(v); }
+__device__ __forceinline__ void keops_require_warp_blocks() { keops_emu::require_warp_blocks(); }
+#endif
+
+// Stages this thread's row of x into its warp's block of shared memory (row `lane`, `stride` values apart), in the
+// order the A fragments are read: dimensions 8s + c and 8s + c + 4 side by side (one 8-byte load per fragment
+// half); dimensions past kScreenDim are zero.
+__device__ __forceinline__ void keops_mma_stage(const Row& row, float* x_rows, int stride) {
+  float* const mine = x_rows + (threadIdx.x & 31) * stride;
+  for (int k = 0; k < kMmaSteps * 8; k++) {
+    const int place = (k & ~7) + 2 * (k & 3) + ((k >> 2) & 1);
+    mine[place] = row.active && k < kScreenDim ? row.outer_global[k] : 0.0f;
+  }
+}
+
+// Zeroes the tile's padding (dimensions kScreenDim to 8 kMmaSteps of every record), which the staging of records
+// never writes and the mma reads.
+__device__ __forceinline__ void keops_mma_zero_padding(keops_t* tile) {
+  constexpr int kPad = kMmaSteps * 8 - kScreenDim;
+  constexpr int kPadSlots = kPad > 0 ? kPad : 1;
+  for (int e = threadIdx.x; e < (int)blockDim.x * kPad; e += blockDim.x) {
+    tile[(e / kPadSlots) * kRecordStride + kScreenDim + e % kPadSlots] = 0;
+  }
+}
+
+// A's fragments of the warp's rows: step s, m-tile m (rows 16m + g and 16m + g + 8), values (row g, column c),
+// (row g + 8, c), (g, c + 4), (g + 8, c + 4) of the step's 8 dimensions.
+constexpr int kMmaRegSteps = KEOPS_MMA_A_IN_REGISTERS ? kMmaSteps : 1;
+struct MmaRows {
+  float a[kMmaRegSteps][2][4];
+};
+
+__device__ __forceinline__ void keops_mma_fragment(const float* x_rows, int stride, int s, int m,
+                                                   float (&a)[4]) {
+  const int g = (threadIdx.x & 31) >> 2, c = threadIdx.x & 3;
+  const float2 top = *reinterpret_cast<const float2*>(x_rows + (16 * m + g) * stride + 8 * s + 2 * c);
+  const float2 bottom = *reinterpret_cast<const float2*>(x_rows + (16 * m + g + 8) * stride + 8 * s + 2 * c);
+  a[0] = top.x;
+  a[1] = bottom.x;
+  a[2] = top.y;
+  a[3] = bottom.y;
+}
+
+// The screened tile fold on tensor cores (one row per thread; every lane of the warp takes part, active or not).
+// For each group of kMmaGroup records: the warp's 32 x kMmaGroup dot products by 2 x kMmaTiles mma tiles per step
+// of 8 dimensions, then through the exchange buffer each row gets its own kMmaGroup; the test of keops_fold_tile_screened
+// (with the wider error bound of tensor-core dot products) marks the records that need the exact value, which
+// are then evaluated (the formula, reading x in global memory) and folded in j order. Records past len (stale
+// tile slots) are computed and ignored.
+__device__ __forceinline__ void keops_fold_tile_mma(const Args& args, const Row& row, Accumulator& acc,
+                                                    const keops_t* tile, const keops_acc_t* norms,
+                                                    const MmaRows& held, const float* x_rows, float* exchange,
+                                                    int len, long j0) {
+  const int lane = threadIdx.x & 31;
+  const int g = lane >> 2, c = lane & 3;
+  for (int t = 0; t < len; t += kMmaGroup) {
+    float d[2][kMmaTiles][4];
+#pragma unroll
+    for (int m = 0; m < 2; m++)
+#pragma unroll
+      for (int n = 0; n < kMmaTiles; n++)
+#pragma unroll
+        for (int q = 0; q < 4; q++) d[m][n][q] = 0.0f;
+#pragma unroll kMmaUnroll
+    for (int s = 0; s < kMmaSteps; s++) {
+      float a[2][4];
+#pragma unroll
+      for (int m = 0; m < 2; m++) {
+#if KEOPS_MMA_A_IN_REGISTERS
+        for (int q = 0; q < 4; q++) a[m][q] = held.a[s][m][q];
+#else
+        keops_mma_fragment(x_rows, kMmaXStride, s, m, a[m]);
+#endif
+      }
+#pragma unroll
+      for (int n = 0; n < kMmaTiles; n++) {
+        const keops_t* b = tile + (t + 8 * n + g) * kRecordStride + 8 * s + c;
+        const float b0 = b[0], b1 = b[4];
+#pragma unroll
+        for (int m = 0; m < 2; m++) keops_mma_tf32(d[m][n], a[m], b0, b1);
+      }
+    }
+    // Row 16m + g (+ 8) of the warp, records 8n + 2c and 8n + 2c + 1 of the group.
+#pragma unroll
+    for (int m = 0; m < 2; m++) {
+#pragma unroll
+      for (int n = 0; n < kMmaTiles; n++) {
+        *reinterpret_cast<float2*>(exchange + (16 * m + g) * kMmaExchangeStride + 8 * n + 2 * c) =
+            make_float2(d[m][n][0], d[m][n][1]);
+        *reinterpret_cast<float2*>(exchange + (16 * m + g + 8) * kMmaExchangeStride + 8 * n + 2 * c) =
+            make_float2(d[m][n][2], d[m][n][3]);
+      }
+    }
+    keops_syncwarp();
+    float dot[kMmaGroup];
+#pragma unroll
+    for (int u = 0; u < kMmaGroup; u += 4) {
+      const float4 v = *reinterpret_cast<const float4*>(exchange + lane * kMmaExchangeStride + u);
+      dot[u] = v.x;
+      dot[u + 1] = v.y;
+      dot[u + 2] = v.z;
+      dot[u + 3] = v.w;
+    }
+    keops_syncwarp();  // every lane has read its row before the next group writes
+    const keops_acc_t bar = acc.val[kScreenSlot] * keops_screen_tau();
+    unsigned keep = 0;  // bit u: record t + u needs the exact value
+#pragma unroll
+    for (int u = 0; u < kMmaGroup; u++) {
+      const keops_acc_t n = row.norm + norms[t + u];
+      const keops_acc_t a = n - 2 * dot[u];
+      const keops_acc_t lhs = a * keops_screen_alpha();
+      const bool skip = a >= 0 && lhs >= bar + (n * keops_screen_beta() + keops_screen_eta()) &&
+                        lhs < keops_inf<keops_acc_t>();
+      keep |= (skip ? 0u : 1u) << u;
+    }
+    if (!row.active) keep = 0;
+    if (len - t < kMmaGroup) keep &= (1u << (len - t)) - 1u;
+    while (keep != 0) {
+      const int u = keops_lowest_bit(keep);
+      keep &= keep - 1u;
+      keops_t fout[kDimFout];
+      keops_eval(args, row.outer_global, row.hoisted, tile + (t + u) * kRecordStride, fout);
+      keops_fold_one(acc, fout, j0 + t + u);
+    }
+  }
+}
+#endif
 
 // Folds the len staged records of a tile (global index j0 + t) into acc[r], in j order for every row. 32-bit
 // counters: the loop control is a few instructions per several pairs.
@@ -248,7 +430,7 @@ __device__ __forceinline__ void keops_fold_tile(const Args& args, const Row (&ro
       for (int u = 0; u < kSkipGroup; u++) {
 #pragma unroll
         for (int r = 0; r < kRows; r++) {
-          keops_eval(args, rows[r].outer, rows[r].hoisted, tile + (t + u) * kDimInner, fout[u][r]);
+          keops_eval(args, rows[r].outer, rows[r].hoisted, tile + (t + u) * kRecordStride, fout[u][r]);
           skip &= {{HOOK_CAN_SKIP}}(acc[r].val, fout[u][r]);
         }
       }
@@ -262,7 +444,7 @@ __device__ __forceinline__ void keops_fold_tile(const Args& args, const Row (&ro
   }
 #pragma unroll kUnroll
   for (; t < len; t++) {
-    const keops_t* record = tile + t * kDimInner;
+    const keops_t* record = tile + t * kRecordStride;
 #pragma unroll
     for (int r = 0; r < kRows; r++) {
       keops_t fout[kDimFout];
@@ -273,21 +455,46 @@ __device__ __forceinline__ void keops_fold_tile(const Args& args, const Row (&ro
 }
 
 // Folds inner rows [j_begin, j_end) into the rows' accumulators. Every thread of the block calls it with the same
-// interval (it synchronises the block); only threads with an active row fold.
+// interval (it synchronises the block); only threads with an active row fold (with tensor cores, every thread:
+// mma.sync needs the whole warp).
 __device__ __forceinline__ void keops_sweep(const Args& args, Row (&rows)[kRows], long j_begin, long j_end,
                                             keops_t* tile) {
   // Zero_Reduction reads nothing: an empty loop (an early return would leave an unreachable one).
   const long sweep_end = kSkipInnerLoop ? j_begin : j_end;
-  bool any_active = false;
+  bool any_active = KEOPS_MMA ? true : false;
   for (int r = 0; r < kRows; r++) any_active |= rows[r].active;
+  keops_acc_t* const norms = reinterpret_cast<keops_acc_t*>(tile + blockDim.x * kRecordStride);
+#if KEOPS_MMA
+  keops_require_warp_blocks();
+  const int warp_first = threadIdx.x & ~31;
+  float* const after_norms = reinterpret_cast<float*>(norms + blockDim.x);
+  MmaRows held;
+#if KEOPS_MMA_A_IN_REGISTERS
+  // x goes through the warp's part of the tile (free until the first records are staged) into registers.
+  float* const x_rows = tile + warp_first * kRecordStride;
+  float* const exchange = after_norms + warp_first * kMmaExchangeStride;
+  keops_mma_stage(rows[0], x_rows, kRecordStride);
+  keops_syncwarp();
+#pragma unroll
+  for (int s = 0; s < kMmaSteps; s++) {
+#pragma unroll
+    for (int m = 0; m < 2; m++) keops_mma_fragment(x_rows, kRecordStride, s, m, held.a[s][m]);
+  }
+  __syncthreads();  // every warp holds its x before the tile is written
+#else
+  float* const x_rows = after_norms + warp_first * kMmaXStride;
+  float* const exchange = after_norms + blockDim.x * kMmaXStride + warp_first * kMmaExchangeStride;
+  keops_mma_stage(rows[0], x_rows, kMmaXStride);
+#endif
+  keops_mma_zero_padding(tile);
+#endif
   for (long tile_start = j_begin; tile_start < sweep_end; tile_start += blockDim.x) {
     const int len = (int)(j_end - tile_start < (long)blockDim.x ? j_end - tile_start : (long)blockDim.x);
     keops_load_tile(args, tile_start, len, tile);
     __syncthreads();
-    keops_acc_t* const norms = reinterpret_cast<keops_acc_t*>(tile + blockDim.x * kDimInner);
     if (kScreen) {
       for (int t = threadIdx.x; t < len; t += blockDim.x) {
-        norms[t] = keops_square_norm(tile + t * kDimInner + kScreenInner, kScreenDim);
+        norms[t] = keops_square_norm(tile + t * kRecordStride + kScreenInner, kScreenDim);
       }
       __syncthreads();
     }
@@ -301,11 +508,15 @@ __device__ __forceinline__ void keops_sweep(const Args& args, Row (&rows)[kRows]
           acc[r] = rows[r].acc;
         }
       }
+#if KEOPS_MMA
+      keops_fold_tile_mma(args, rows[0], acc[0], tile, norms, held, x_rows, exchange, len, tile_start);
+#else
       if (kScreen) {
         keops_fold_tile_screened(args, rows, acc, tile, norms, len, tile_start);
       } else {
         keops_fold_tile(args, rows, acc, tile, len, tile_start);
       }
+#endif
 #pragma unroll
       for (int r = 0; r < kRows; r++) {
         if (kScheme == KEOPS_SCHEME_BLOCK) {

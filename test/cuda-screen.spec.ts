@@ -21,7 +21,7 @@ import { randArray, rng, useTestKernelCache } from './util';
 
 const M = 29;
 const N = 45;
-const BLOCK = 8;
+const DEFAULT_BLOCK = 8;
 
 function parse(text: string, dim: number) {
   const parsed = parseReductionWithVariables(text, [`x = Vi(0,${dim})`, `y = Vj(1,${dim})`]);
@@ -80,24 +80,33 @@ describe('CUDA kernels: screened k-nearest-neighbour search (emulated)', functio
     expect(f64.sharedBytesPerThread).to.equal(64 * 8);
   });
 
+  interface Variant {
+    readonly rowsPerThread?: number;
+    /** Screen on (emulated) tensor cores; blocks of `block` threads (whole warps). */
+    readonly tensorCores?: boolean;
+    readonly block?: number;
+  }
+
   async function same(
     text: string,
     dim: number,
     data: Data,
     seed: number,
-    rowsPerThread?: number,
+    variant: Variant = {},
   ): Promise<void> {
     const c = parse(text, dim);
     const tag = c.reduction.tag;
+    const BLOCK = variant.block ?? DEFAULT_BLOCK;
     const base = {
       dtype: 'float32' as const,
       sumScheme: 'direct_sum' as const,
       positions: c.positions,
-      rowsPerThread,
+      rowsPerThread: variant.rowsPerThread,
     };
-    const screened = generateCudaKernels(c.reduction, base);
+    const screened = generateCudaKernels(c.reduction, { ...base, tensorCores: variant.tensorCores });
     const exact = generateCudaKernels(c.reduction, { ...base, screen: false });
     expect(screened.body).to.include('kScreen = true');
+    expect(screened.tensorCores).to.equal(variant.tensorCores === true);
     const rowsOf = (p: ArgPosition): number => (p.cat === 0 ? M : N);
     const raw = c.positions.map((p, pos) => data(rowsOf(p), p.dim, seed + pos));
     const args = raw.map((a) => Float32Array.from(a));
@@ -151,7 +160,7 @@ describe('CUDA kernels: screened k-nearest-neighbour search (emulated)', functio
     await same('ArgKMin_Reduction(SqDist(x,y),10,0)', 48, uniform, 1);
     await same('KMin_Reduction(SqDist(x,y),5,0)', 32, uniform, 2);
     await same('KMin_ArgKMin_Reduction(SqDist(y,x),1,0)', 32, uniform, 3);
-    await same('ArgKMin_Reduction(SqDist(x,y),3,0)', 32, uniform, 14, 2); // two rows per thread
+    await same('ArgKMin_Reduction(SqDist(x,y),3,0)', 32, uniform, 14, { rowsPerThread: 2 }); // two rows per thread
   });
 
   it('the Min family (K = 1 by another fold): ArgMin, Min, Min_ArgMin', async () => {
@@ -197,7 +206,7 @@ describe('CUDA kernels: screened k-nearest-neighbour search (emulated)', functio
           scheme: '1d',
           nx: M,
           ny: N,
-          blockSize: BLOCK,
+          blockSize: DEFAULT_BLOCK,
           args,
         });
         const tol = dtype === 'float32' ? 1e-5 : 1e-12;
@@ -206,6 +215,26 @@ describe('CUDA kernels: screened k-nearest-neighbour search (emulated)', functio
         );
       }
     }
+  });
+
+  describe('on tensor cores (emulated mma.sync: TF32 operands truncated, sums rounded toward zero)', () => {
+    const tc = (block: number): Variant => ({ tensorCores: true, block });
+
+    it('uniform rows: ArgKMin, KMin, KMin_ArgKMin, Min family, D = 32, 40, 48, 128; blocks of 1 and 2 warps', async () => {
+      await same('ArgKMin_Reduction(SqDist(x,y),10,0)', 48, uniform, 21, tc(32));
+      await same('KMin_Reduction(SqDist(x,y),5,0)', 40, uniform, 22, tc(64)); // D = 40: 5 mma steps, no padding
+      await same('KMin_ArgKMin_Reduction(SqDist(y,x),1,0)', 36, uniform, 23, tc(32)); // D = 36: padded to 40
+      await same('ArgMin_Reduction(SqDist(x,y),0)', 32, uniform, 24, tc(32));
+      await same('KMin_ArgKMin_Reduction(SqDist(x,y),4,1)', 128, uniform, 25, tc(64));
+    });
+
+    it('a common offset of 2^20, exact ties and near-duplicates, NaN / inf / overflow, K > N', async () => {
+      await same('ArgKMin_Reduction(SqDist(x,y),4,0)', 40, offset, 26, tc(32));
+      await same('ArgKMin_Reduction(SqDist(x,y),7,0)', 36, duplicates, 27, tc(32));
+      await same('KMin_ArgKMin_Reduction(SqDist(x,y),3,1)', 32, duplicates, 28, tc(64));
+      await same('KMin_ArgKMin_Reduction(SqDist(x,y),5,0)', 33, specials, 29, tc(32));
+      await same('KMin_ArgKMin_Reduction(SqDist(x,y),50,0)', 32, uniform, 30, tc(32));
+    });
   });
 
   it('NaN, infinite and overflowing coordinates; K > N leaves the neutral ranks', async () => {
@@ -233,5 +262,7 @@ describe('screened k-NN through Genred on the CUDA backend (emulated device)', f
     const want = (await cpu.call([x, y])) as Int32Array;
     expect(got.length).to.equal(m * 6);
     expect([...got]).to.deep.equal([...want]);
+    // The emulated devices are of compute capability 9.0: the screening ran on (emulated) tensor cores.
+    expect(cuda.kernelInfo('float32', 'cuda')?.tensorCores).to.equal(true);
   });
 });

@@ -67,6 +67,7 @@ import {
 import { DeviceArray } from './cuda/device-array';
 import { knownRuntimeInfo } from './cuda/runtime';
 import { type AcquiredCudaKernels, acquireCudaKernels, acquireCudaKernelsSync } from './cuda/kernels';
+import { WARP_SIZE } from './cuda/launch';
 import { type CudaDeviceOutput, runCudaReduction, runCudaReductionSync } from './cuda/run';
 
 export type SumScheme = 'auto' | 'direct_sum' | 'block_sum' | 'kahan_scheme';
@@ -126,6 +127,11 @@ export interface GenredKernelInfo {
   readonly path: string;
   readonly origin: AcquiredCpuKernel['origin'];
   readonly compileMs: number;
+  /**
+   * CUDA: whether the kernels use tensor cores (the screening of float32 k-NN searches over SqDist, D >= 32, on
+   * compute capability 8.0 and later; the results are those of the exact kernels). false on the CPU.
+   */
+  readonly tensorCores: boolean;
 }
 
 interface Prepared {
@@ -199,7 +205,8 @@ export class ReductionRunner {
   /** CUDA kernels by dtype and GPU, likewise. */
   private readonly pendingCudaKernels = new Map<string, Promise<AcquiredCudaKernels>>();
   private readonly readyCudaKernels = new Map<string, AcquiredCudaKernels>();
-  private readonly cudaSources = new Map<Dtype, CudaKernels>();
+  /** Generated CUDA sources by dtype and tensor-core use (`float32/tc`). */
+  private readonly cudaSources = new Map<string, CudaKernels>();
 
   constructor(spec: ReductionRunnerSpec) {
     if (typeof spec !== 'object' || spec === null) throw invalid('ReductionRunner needs a spec object');
@@ -321,7 +328,7 @@ export class ReductionRunner {
       const key = `${plan.dtype}/${device.ordinal}`;
       let acquired = this.readyCudaKernels.get(key);
       if (acquired === undefined) {
-        acquired = acquireCudaKernelsSync(this.cudaSource(plan.dtype), device);
+        acquired = acquireCudaKernelsSync(this.cudaSource(plan.dtype, device), device);
         this.readyCudaKernels.set(key, acquired);
       }
       return withPlan(
@@ -344,10 +351,30 @@ export class ReductionRunner {
   kernelInfo(dtype: Dtype, backend: 'cpu' | 'cuda' = 'cpu', device = 0): GenredKernelInfo | undefined {
     if (backend === 'cuda') {
       const k = this.readyCudaKernels.get(`${dtype}/${device}`);
-      return k && { dtype, backend, key: k.key, path: '', origin: k.origin, compileMs: k.compileMs };
+      return (
+        k && {
+          dtype,
+          backend,
+          key: k.key,
+          path: '',
+          origin: k.origin,
+          compileMs: k.compileMs,
+          tensorCores: k.kernels.tensorCores,
+        }
+      );
     }
     const k = this.readyKernels.get(dtype);
-    return k && { dtype, backend, key: k.key, path: k.path, origin: k.origin, compileMs: k.compileMs };
+    return (
+      k && {
+        dtype,
+        backend,
+        key: k.key,
+        path: k.path,
+        origin: k.origin,
+        compileMs: k.compileMs,
+        tensorCores: false,
+      }
+    );
   }
 
   private deviceResult(out: CudaDeviceOutput, plan: ReductionPlan, device: CudaDevice): GenredDeviceResult {
@@ -385,7 +412,7 @@ export class ReductionRunner {
     if (ready !== undefined) return ready;
     let pending = this.pendingCudaKernels.get(key);
     if (pending === undefined) {
-      pending = acquireCudaKernels(this.cudaSource(dtype), device)
+      pending = acquireCudaKernels(this.cudaSource(dtype, device), device)
         .then((k) => {
           if (!this.readyCudaKernels.has(key)) this.readyCudaKernels.set(key, k);
           return k;
@@ -396,18 +423,34 @@ export class ReductionRunner {
     return pending;
   }
 
-  private cudaSource(dtype: Dtype): CudaKernels {
-    let kernels = this.cudaSources.get(dtype);
-    if (kernels === undefined) {
-      kernels = generateCudaKernels(this.reduction, {
-        dtype,
-        dtypeAcc: this.dtypeAcc === 'auto' ? dtype : this.dtypeAcc,
-        sumScheme: this.sumScheme,
-        positions: this.positions(),
-      });
-      this.cudaSources.set(dtype, kernels);
-    }
-    return kernels;
+  /**
+   * The kernels for `device`: with tensor cores on compute capability 8.0 and later (mma.sync with TF32 operands,
+   * used only where they leave the results unchanged: the screening of k-NN searches), when a block of one warp
+   * fits the device's shared memory.
+   */
+  private cudaSource(dtype: Dtype, device: CudaDevice): CudaKernels {
+    const { computeCapability, sharedMemoryPerBlock, sharedMemoryPerBlockOptin } = device.info;
+    const generate = (tensorCores: boolean): CudaKernels => {
+      const key = `${dtype}/${tensorCores ? 'tc' : 'fma'}`;
+      let kernels = this.cudaSources.get(key);
+      if (kernels === undefined) {
+        kernels = generateCudaKernels(this.reduction, {
+          dtype,
+          dtypeAcc: this.dtypeAcc === 'auto' ? dtype : this.dtypeAcc,
+          sumScheme: this.sumScheme,
+          positions: this.positions(),
+          tensorCores,
+        });
+        this.cudaSources.set(key, kernels);
+      }
+      return kernels;
+    };
+    if (computeCapability[0] < 8) return generate(false);
+    const kernels = generate(true);
+    const warpBytes = WARP_SIZE * kernels.sharedBytesPerThread;
+    return kernels.warpBlocks && warpBytes > Math.max(sharedMemoryPerBlock, sharedMemoryPerBlockOptin)
+      ? generate(false)
+      : kernels;
   }
 
   /** One compilation per dtype however many calls wait for it; a failure is forgotten so a later call retries. */

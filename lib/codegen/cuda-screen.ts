@@ -1,7 +1,7 @@
 /**
  * Screening of k-nearest-neighbour searches in the float32 CUDA kernels (the GPU side of cpu-blocked-filter.ts).
  *
- *   cudaSqDistScreen(red, positions) -> CudaSqDistScreen | undefined
+ *   cudaSqDistScreen(red, positions, { tensorCores }) -> CudaSqDistScreen | undefined
  *
  * For a KMin / ArgKMin / KMin_ArgKMin (or Min / ArgMin / Min_ArgMin) reduction whose formula is SqDist(x, y) alone (x an output-row variable,
  * y a reduced one, D >= MIN_SCREEN_DIM; the pattern the CPU's blocked filter recognises), the kernels compute
@@ -21,6 +21,18 @@
  * So a skipped pair has d̃ >= T: the fold (which inserts only values < T, and T only decreases) would not have
  * inserted it. NaN and overflow fail the test and take the exact path. Results (values and indices) are those of
  * the unscreened kernel, bit for bit; the screening only decides which pairs are evaluated exactly.
+ *
+ * With `tensorCores`, ⟨x,y⟩ comes from mma.sync with TF32 operands and float32 accumulation (the norms stay FMA
+ * sums). The hardware's TF32 handling is taken at its worst, so that the bound holds whether it rounds or
+ * truncates: each operand within 2⁻¹⁰ of its float32 value (10 mantissa bits kept), so a product within
+ * e_in = 2·2⁻¹⁰ + 2⁻²⁰ of x_k y_k; the product exact; each m16n8k8 step (8 products added to the running sum)
+ * within ε_m = 2⁻¹⁸ of |c| + Σ|p| (16 × the 9·2⁻²³ of a round-toward-zero sum of 9 terms aligned to the largest);
+ * flushed subnormal operands and results within 2⁻¹²⁶·|other| and 2⁻¹²⁶. Over s = ⌈D/8⌉ steps:
+ *   |dot − ⟨x,y⟩| ≤ c_dot·Σ|x_k y_k| + η_mma,   c_dot = e_in + s·ε_m·(1 + ε_m)^s·(1 + 2⁻¹⁰)² + 2⁻¹²⁶,
+ *   η_mma = (D + 9s)·2⁻¹²⁵,
+ * and the derivation above goes through with c₀ = γ + c_dot + u(1 + γ) and η₁ += 2·η_mma. With c_dot ≈ 2⁻⁹ the
+ * band of pairs evaluated exactly is wider (about T + 2⁻⁹·N instead of T + D·2⁻²³·N), which for k-NN data still
+ * excludes almost every pair, and the exact path keeps the results bit for bit those of the unscreened kernel.
  */
 import type { Reduction } from '../formula/reduction';
 import { planBlockedEvaluation } from './cpu-blocked';
@@ -48,9 +60,25 @@ export interface CudaSqDistScreen {
   readonly eta: number;
 }
 
+/** Dimensions per mma.sync m16n8k8 step. */
+export const MMA_K = 8;
+/** Relative error of an operand read as TF32, rounded or truncated to 10 mantissa bits. */
+const MMA_INPUT_ERROR = 2 ** -10;
+/** Relative error of one m16n8k8 accumulation step, against |c| + Σ|products| (see the header). */
+const MMA_STEP_ERROR = 2 ** -18;
+
+/** The bound on the error of the tensor-core dot product: c_dot (relative to Σ|x_k y_k|) and η_mma (absolute). */
+export function mmaDotError(dim: number): { readonly relative: number; readonly absolute: number } {
+  const steps = Math.ceil(dim / MMA_K);
+  const eIn = 2 * MMA_INPUT_ERROR + MMA_INPUT_ERROR ** 2;
+  const accumulation = steps * MMA_STEP_ERROR * (1 + MMA_STEP_ERROR) ** steps * (1 + MMA_INPUT_ERROR) ** 2;
+  return { relative: eIn + accumulation + 2 ** -126, absolute: (dim + 9 * steps) * 2 ** -125 };
+}
+
 export function cudaSqDistScreen(
   red: Reduction,
   positions: readonly ArgPosition[],
+  opts: { readonly tensorCores?: boolean } = {},
 ): CudaSqDistScreen | undefined {
   const k = KMIN_FAMILY.has(red.def.name) ? red.k : MIN_FAMILY.has(red.def.name) ? 1 : undefined;
   if (k === undefined) return undefined;
@@ -60,11 +88,13 @@ export function cudaSqDistScreen(
   const D = filter.dim;
   const u = 2 ** -24;
   const gamma = (D * u) / (1 - D * u);
-  const c0 = 2 * gamma + u * (1 + gamma);
+  const mma = opts.tensorCores === true ? mmaDotError(D) : undefined;
+  // The norms' error (γ·S), the dot product's (γ·S for FMA sums, c_dot·S on tensor cores), N's rounding.
+  const c0 = gamma + (mma === undefined ? gamma : mma.relative) + u * (1 + gamma);
   const kappa = (1 - u) ** 3 * (1 - gamma);
   const a1 = kappa / (1 + u);
   const a2 = (kappa * c0) / ((1 - u) * (1 - gamma));
-  const eta1 = 16 * D * 2 ** -126;
+  const eta1 = 16 * D * 2 ** -126 + (mma === undefined ? 0 : 2 * mma.absolute);
   return {
     outerPos: filter.outerPos,
     innerPos: filter.innerPos,

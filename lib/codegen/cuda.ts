@@ -35,7 +35,7 @@ import { KeOpsError } from '../errors';
 import type { Reduction, ReductionLayout } from '../formula/reduction';
 import type { ArgPosition, FormulaArgument } from './formula';
 import { foldExpScale } from './cuda-exp2';
-import { cudaSqDistScreen } from './cuda-screen';
+import { cudaSqDistScreen, MMA_K } from './cuda-screen';
 import { BYTES, CPP_TYPE, generateKernelParts } from './kernel-parts';
 import { unsupportedSumScheme } from './reduction-hooks';
 import { cLiteral } from './names';
@@ -56,6 +56,11 @@ export interface CudaKernelOptions {
   readonly rowsPerThread?: number;
   /** Screen KMin searches over a wide SqDist by the expanded form (lib/codegen/cuda-screen.ts); default true. */
   readonly screen?: boolean;
+  /**
+   * Compute the screening's dot products on tensor cores (mma.sync, TF32 operands, float32 sums): needs a device
+   * of compute capability 8.0 or more, and blocks of whole warps (`warpBlocks` of the result). Default false.
+   */
+  readonly tensorCores?: boolean;
 }
 
 export interface CudaKernelEntries {
@@ -86,6 +91,10 @@ export interface CudaKernels {
   readonly fastMath: boolean;
   /** Output rows each thread of the 1D, split and ranges kernels reduces (they share every staged j record). */
   readonly rowsPerThread: number;
+  /** Whether the screening runs on tensor cores (then blocks must be whole warps: see `warpBlocks`). */
+  readonly tensorCores: boolean;
+  /** Blocks must be a multiple of 32 threads (warp-wide mma.sync). */
+  readonly warpBlocks: boolean;
 }
 
 const SCHEME_CODE: Readonly<Record<CudaSumScheme, string>> = {
@@ -109,6 +118,46 @@ const UNROLL_MAX_RECORD = 32;
  */
 const THREE_ROWS_MAX_STATE = 5;
 const TWO_ROWS_MAX_STATE = 16;
+/**
+ * Tensor-core screening: records per group (mma n-tiles of 8), 16 when x is held in registers (their accumulators
+ * and dot products take registers too), 32 otherwise; the exchange buffer's rows are 4 values longer (16-byte
+ * reads of consecutive rows in distinct banks).
+ */
+const MMA_GROUP_X_IN_REGISTERS = 16;
+const MMA_GROUP = 32;
+/**
+ * Steps of 8 dimensions up to which each lane holds its A fragments (x) in registers (8 per step; ptxas for sm_90:
+ * 187 registers at D = 64, 238 at D = 96, 255 and spills at D = 128): beyond, the
+ * warp's rows of x take shared memory, which costs occupancy.
+ */
+const MMA_REGISTER_STEPS = 8;
+
+/**
+ * Shared-memory strides of the tensor-core screening (values), chosen for conflict-free fragment loads: a j record
+ * of `tile` (lane (g, c) reads dimension 8s + c of record g: stride ≡ 4 mod 8 puts the 32 lanes in 32 banks) and a
+ * staged row of x (lane (g, c) reads the pair 8s + 2c of row g: stride ≡ 8 mod 16). Both cover ⌈D/8⌉·8 values, the
+ * ones past D zero.
+ */
+function mmaStrides(dim: number): {
+  readonly steps: number;
+  readonly record: number;
+  readonly x: number;
+  readonly xInRegisters: boolean;
+  readonly group: number;
+  readonly exchange: number;
+} {
+  const steps = Math.ceil(dim / MMA_K);
+  const xInRegisters = steps <= MMA_REGISTER_STEPS;
+  const group = xInRegisters ? MMA_GROUP_X_IN_REGISTERS : MMA_GROUP;
+  return {
+    steps,
+    record: steps * MMA_K + 4,
+    x: xInRegisters ? 0 : steps * MMA_K + 8,
+    xInRegisters,
+    group,
+    exchange: group + 4,
+  };
+}
 
 /**
  * Output rows per thread: 3 or 2 when the per-row state is small (a few registers) in float32, so that each
@@ -178,36 +227,38 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
     .filter((a) => a.role === 'outer')
     .map((a) => copyLoop('outer', packedOffset.get(a) as number, `(${argPointer(a)} + i * ${a.dim})`, a.dim))
     .join('\n');
-  const loadTile = formula.args
-    .filter((a) => a.role === 'inner')
-    .map((a) => {
-      const offset = packedOffset.get(a) as number;
-      const place =
-        a.dim === 1
-          ? `e * ${dimInner} + ${offset}`
-          : `(e / ${a.dim}) * ${dimInner} + ${offset} + e % ${a.dim}`;
-      const scalarCopy = `for (int e = threadIdx.x; e < len * ${a.dim}; e += blockDim.x) tile[${place}] = src[e];`;
-      // 16-byte copies when the variable's rows and its place in the records are made of whole 16-byte chunks
-      // (and the rows start on a 16-byte boundary: checked at run time, views into arrays may not).
-      const lanes = 16 / BYTES[opts.dtype];
-      if (a.dim % lanes !== 0 || dimInner % lanes !== 0 || offset % lanes !== 0) {
-        return `${INDENT}{ const keops_t* src = ${argPointer(a)} + j0 * ${a.dim};\n${INDENT}  ${scalarCopy} }`;
-      }
-      const chunks = a.dim / lanes;
-      const vectorPlace =
-        chunks === 1
-          ? `e * ${dimInner} + ${offset}`
-          : `(e / ${chunks}) * ${dimInner} + ${offset} + (e % ${chunks}) * ${lanes}`;
-      return (
-        `${INDENT}{ const keops_t* src = ${argPointer(a)} + j0 * ${a.dim};\n` +
-        `${INDENT}  if ((reinterpret_cast<unsigned long long>(src) & 15) == 0) {\n` +
-        `${INDENT}    const keops_chunk* chunk = reinterpret_cast<const keops_chunk*>(src);\n` +
-        `${INDENT}    for (int e = threadIdx.x; e < len * ${chunks}; e += blockDim.x)\n` +
-        `${INDENT}      *reinterpret_cast<keops_chunk*>(tile + ${vectorPlace}) = chunk[e];\n` +
-        `${INDENT}  } else {\n${INDENT}    ${scalarCopy}\n${INDENT}  } }`
-      );
-    })
-    .join('\n');
+  // Records are `recordStride` values apart (the record, then padding for the tensor-core layout).
+  const tileLoader = (recordStride: number): string =>
+    formula.args
+      .filter((a) => a.role === 'inner')
+      .map((a) => {
+        const offset = packedOffset.get(a) as number;
+        const place =
+          a.dim === 1
+            ? `e * ${recordStride} + ${offset}`
+            : `(e / ${a.dim}) * ${recordStride} + ${offset} + e % ${a.dim}`;
+        const scalarCopy = `for (int e = threadIdx.x; e < len * ${a.dim}; e += blockDim.x) tile[${place}] = src[e];`;
+        // 16-byte copies when the variable's rows and its place in the records are made of whole 16-byte chunks
+        // (and the rows start on a 16-byte boundary: checked at run time, views into arrays may not).
+        const lanes = 16 / BYTES[opts.dtype];
+        if (a.dim % lanes !== 0 || recordStride % lanes !== 0 || offset % lanes !== 0) {
+          return `${INDENT}{ const keops_t* src = ${argPointer(a)} + j0 * ${a.dim};\n${INDENT}  ${scalarCopy} }`;
+        }
+        const chunks = a.dim / lanes;
+        const vectorPlace =
+          chunks === 1
+            ? `e * ${recordStride} + ${offset}`
+            : `(e / ${chunks}) * ${recordStride} + ${offset} + (e % ${chunks}) * ${lanes}`;
+        return (
+          `${INDENT}{ const keops_t* src = ${argPointer(a)} + j0 * ${a.dim};\n` +
+          `${INDENT}  if ((reinterpret_cast<unsigned long long>(src) & 15) == 0) {\n` +
+          `${INDENT}    const keops_chunk* chunk = reinterpret_cast<const keops_chunk*>(src);\n` +
+          `${INDENT}    for (int e = threadIdx.x; e < len * ${chunks}; e += blockDim.x)\n` +
+          `${INDENT}      *reinterpret_cast<keops_chunk*>(tile + ${vectorPlace}) = chunk[e];\n` +
+          `${INDENT}  } else {\n${INDENT}    ${scalarCopy}\n${INDENT}  } }`
+        );
+      })
+      .join('\n');
   const pointerOf = (a: FormulaArgument): string => {
     if (a.role === 'param') return argPointer(a);
     return `${a.role === 'outer' ? 'outer' : 'inner'} + ${packedOffset.get(a) as number}`;
@@ -248,10 +299,21 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
       ? SKIP_GROUP
       : 1;
 
-  const screen =
-    opts.dtype === 'float32' && dtypeAcc === 'float32' && opts.screen !== false
-      ? cudaSqDistScreen(red, opts.positions)
-      : undefined;
+  const screenable = opts.dtype === 'float32' && dtypeAcc === 'float32' && opts.screen !== false;
+  // Tensor cores when the formula reads x and y alone (the exact path then reads x from global memory, the
+  // per-warp staged copy being in the permuted fragment layout) and each thread has one row.
+  const tensorCores =
+    screenable &&
+    opts.tensorCores === true &&
+    rowsPerThread === 1 &&
+    prologue === undefined &&
+    formula.args.length === 2 &&
+    cudaSqDistScreen(red, opts.positions) !== undefined;
+  const screen = screenable ? cudaSqDistScreen(red, opts.positions, { tensorCores }) : undefined;
+  const mma = tensorCores && screen !== undefined ? mmaStrides(screen.dim) : undefined;
+  const recordStride = mma?.record ?? dimInner;
+  const outerArg = formula.args.find((a) => a.role === 'outer');
+  const loadTile = tileLoader(recordStride);
   const screenOffset = (pos: number): number =>
     packedOffset.get(formula.args.find((a) => a.pos === pos) as FormulaArgument) as number;
   const accLiteral = (v: number): string => cLiteral(v, 'keops_acc_t');
@@ -302,6 +364,14 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
       SCREEN_BETA: accLiteral(screen?.beta ?? 0),
       SCREEN_TAU: accLiteral(screen?.tau ?? 0),
       SCREEN_ETA: accLiteral(screen?.eta ?? 0),
+      RECORD_STRIDE: String(recordStride),
+      MMA: mma === undefined ? '0' : '1',
+      MMA_STEPS: String(mma?.steps ?? 0),
+      MMA_X_STRIDE: String(mma?.x ?? 0),
+      MMA_A_IN_REGISTERS: mma?.xInRegisters === true ? '1' : '0',
+      MMA_GROUP: String(mma?.group ?? MMA_GROUP),
+      MMA_EXCHANGE_STRIDE: String(mma?.exchange ?? 0),
+      MMA_X_ARG: String(outerArg?.pos ?? 0),
       HOOK_MERGE: hooks.merge,
       HOOK_FINALIZE: hooks.finalize,
       HOOK_FOLD_KAHAN: kahan.fold,
@@ -321,9 +391,14 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
     dtypeAcc,
     sumScheme: scheme,
     argSlots,
-    sharedBytesPerThread: dimInner * BYTES[opts.dtype] + (screen === undefined ? 0 : BYTES[dtypeAcc]),
+    // The tile, |y|^2 of each record, and with tensor cores each warp's staged rows of x and exchange buffer.
+    sharedBytesPerThread:
+      (recordStride + (mma === undefined ? 0 : mma.x + mma.exchange)) * BYTES[opts.dtype] +
+      (screen === undefined ? 0 : BYTES[dtypeAcc]),
     partialSlots: { val: Math.max(1, red.layout.dimredVal), idx: Math.max(1, red.layout.dimredIdx) },
     fastMath: opts.dtype === 'float32',
     rowsPerThread,
+    tensorCores: mma !== undefined,
+    warpBlocks: mma !== undefined,
   };
 }

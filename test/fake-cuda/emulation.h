@@ -10,7 +10,12 @@
 // supplies the math functions (no __CUDACC__ here), so values match the GPU's only to rounding; indexing, tiling,
 // synchronisation and memory layouts are exactly the GPU's.
 //
-// Limits: one launch at a time per translation unit (a mutex below), no warp-level primitives (__shfl, __syncwarp,
+// Warps: threads 32w to 32w + 31 of a block (in linear order) form warp w. keops_emu::syncwarp is a barrier of the
+// warp's threads, and keops_emu::mma_m16n8k8_tf32 is mma.sync.m16n8k8.row.col.f32.tf32.tf32.f32 with the PTX
+// fragment layouts, its operands truncated to TF32 and its sums rounded toward zero: the least accurate reading
+// of the hardware that the tensor-core screening's error bound allows for (lib/codegen/cuda-screen.ts).
+//
+// Limits: one launch at a time per translation unit (a mutex below), no other warp-level primitives (__shfl,
 // atomics), no static __shared__ arrays beyond what a plain static variable gives (one copy shared by every block,
 // which is right only because blocks do not overlap), and a kernel in which some threads return before a
 // __syncthreads the others reach desynchronises the barrier (the generated kernels never do that).
@@ -24,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cmath>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -38,6 +44,15 @@ static thread_local keops_emu_dim3 threadIdx, blockIdx;
 static keops_emu_dim3 blockDim, gridDim;
 static pthread_barrier_t keops_emu_barrier;
 static inline void __syncthreads() { pthread_barrier_wait(&keops_emu_barrier); }
+
+// CUDA's vector types (the fields the kernels use).
+struct __attribute__((aligned(8))) float2 {
+  float x, y;
+};
+struct __attribute__((aligned(16))) float4 {
+  float x, y, z, w;
+};
+static inline float2 make_float2(float x, float y) { return {x, y}; }
 
 #define __global__
 #define __device__
@@ -63,6 +78,67 @@ __attribute__((aligned(16), visibility("hidden"))) unsigned char keops_shared[KE
 // names) from being exported, and thus from ever being bound to each other.
 namespace keops_emu {
 namespace {
+
+// One barrier per warp of the block (1024 threads at most: 32 warps), sized to the threads the warp has.
+static pthread_barrier_t warp_barriers[32];
+static unsigned warp_count;
+
+static unsigned linear_thread() { return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z); }
+
+static void syncwarp() { pthread_barrier_wait(&warp_barriers[linear_thread() / 32]); }
+
+// Tensor-core kernels need whole warps (the GPU's mma.sync is undefined otherwise; the generated kernels __trap).
+static void require_warp_blocks() {
+  if (blockDim.x % 32 != 0) {
+    fprintf(stderr, "keops_emu: a tensor-core kernel was launched with %u threads per block, not whole warps\n",
+            blockDim.x);
+    abort();
+  }
+}
+
+// The fragments every lane of each warp hands to mma_m16n8k8_tf32.
+static float mma_a[32][32][4], mma_b[32][32][2], mma_c[32][32][4];
+
+// The value the tensor cores read from float32 bits as TF32, at worst: the 13 low mantissa bits dropped.
+static double tf32(float v) {
+  uint32_t bits;
+  memcpy(&bits, &v, sizeof bits);
+  bits &= 0xffffe000u;
+  float t;
+  memcpy(&t, &bits, sizeof t);
+  return (double)t;
+}
+
+// d = c + A B for the warp's m16n8k8 tile; lane (g, c) = (lane / 4, lane % 4) holds a: A[g][c], A[g+8][c],
+// A[g][c+4], A[g+8][c+4]; b: B[c][g], B[c+4][g]; c and d: C[g][2c], C[g][2c+1], C[g+8][2c], C[g+8][2c+1]. The
+// products of TF32 values are exact in double, and so is their sum here up to a double rounding; the result is
+// rounded toward zero to float.
+static void mma_m16n8k8_tf32(float (&d)[4], const float (&a)[4], float b0, float b1) {
+  const unsigned warp = linear_thread() / 32, lane = linear_thread() % 32;
+  for (int q = 0; q < 4; q++) {
+    mma_a[warp][lane][q] = a[q];
+    mma_c[warp][lane][q] = d[q];
+  }
+  mma_b[warp][lane][0] = b0;
+  mma_b[warp][lane][1] = b1;
+  syncwarp();
+  const unsigned g = lane / 4, tig = lane % 4;
+  float out[4];
+  for (int q = 0; q < 4; q++) {
+    const unsigned row = g + 8 * (q / 2), col = 2 * tig + q % 2;
+    double sum = mma_c[warp][lane][q];
+    for (unsigned k = 0; k < 8; k++) {
+      const double x = tf32(mma_a[warp][4 * (row % 8) + k % 4][row / 8 + 2 * (k / 4)]);
+      const double y = tf32(mma_b[warp][4 * col + k % 4][k / 4]);
+      sum += x * y;
+    }
+    float f = (float)sum;
+    if (std::isfinite(sum) && std::fabs((double)f) > std::fabs(sum)) f = std::nextafter(f, 0.0f);
+    out[q] = f;
+  }
+  syncwarp();  // every lane has read the fragments before any lane's next mma overwrites them
+  for (int q = 0; q < 4; q++) d[q] = out[q];
+}
 
 // Results of run_grid / launch; the fake driver maps them to CUresult values.
 enum Status : int {
@@ -90,6 +166,11 @@ int run_grid(keops_emu_dim3 grid, keops_emu_dim3 block, const Body& body) {
   gridDim = grid;
   blockDim = block;
   if (pthread_barrier_init(&keops_emu_barrier, nullptr, threads) != 0) return KEOPS_EMU_NO_THREADS;
+  warp_count = (threads + 31) / 32;
+  for (unsigned w = 0; w < warp_count && w < 32; w++) {
+    const unsigned lanes = threads - 32 * w < 32 ? threads - 32 * w : 32;
+    pthread_barrier_init(&warp_barriers[w], nullptr, lanes);
+  }
 
   // The threads wait at this gate until all exist: if creating one fails, the others must not reach the barrier
   // (they would wait forever for the missing one), so they are told to leave instead.
@@ -128,6 +209,7 @@ int run_grid(keops_emu_dim3 grid, keops_emu_dim3 block, const Body& body) {
   gate.notify_all();
   for (std::thread& thread : pool) thread.join();
   pthread_barrier_destroy(&keops_emu_barrier);
+  for (unsigned w = 0; w < warp_count && w < 32; w++) pthread_barrier_destroy(&warp_barriers[w]);
   return status;
 }
 

@@ -20,7 +20,9 @@ import { KeOpsError } from '../../errors';
 export const CUDA_BLOCK_SIZE = 192;
 /** gridDim.z (and gridDim.y) limit. */
 export const MAX_GRID_YZ = 65535;
-const WARP = 32;
+/** Threads per warp. */
+export const WARP_SIZE = 32;
+const WARP = WARP_SIZE;
 /** Blocks per multiprocessor the split scheme aims for (latency hiding needs a few resident blocks per SM). */
 const BLOCKS_PER_SM_TARGET = 4;
 /** Fewest j tiles a split reduces. */
@@ -47,6 +49,8 @@ export interface CudaLaunchKernel {
   readonly maxThreadsPerBlock?: number;
   /** Output rows per thread of the row kernels (1D, split, ranges); default 1. The merge kernel takes one. */
   readonly rowsPerThread?: number;
+  /** Blocks must be whole warps (tensor-core kernels: mma.sync involves every lane of a warp). */
+  readonly warpBlocks?: boolean;
 }
 
 export interface CudaBlockSize {
@@ -71,6 +75,13 @@ export function chooseBlockSize(kernel: CudaLaunchKernel, device: CudaLaunchDevi
       blockSize = larger;
       sharedOptIn = blockSize * perThread > device.sharedMemoryPerBlock;
     }
+  }
+  if (kernel.warpBlocks === true && blockSize < WARP) {
+    throw new KeOpsError(
+      'ERR_FORMULA_TOO_LARGE',
+      `these tensor-core kernels need blocks of ${WARP} threads, and this GPU or kernel allows ${blockSize} ` +
+        `(${perThread} bytes of shared memory per thread, at most ${cap} threads per block)`,
+    );
   }
   if (blockSize < 1) {
     throw new KeOpsError(

@@ -122,6 +122,7 @@ export function buildCudaRequest(
     dtypeAcc: kernels.dtypeAcc,
     maxThreadsPerBlock: Math.min(...[oneD, split, splitMerge, ranges].map((n) => fn(n).maxThreadsPerBlock)),
     rowsPerThread: kernels.rowsPerThread,
+    warpBlocks: kernels.warpBlocks,
   };
   const args: NativeRunParam = { struct: argBuffers };
 
