@@ -78,10 +78,12 @@ __device__ __forceinline__ keops_acc_t keops_screen_alpha() { return {{SCREEN_AL
 __device__ __forceinline__ keops_acc_t keops_screen_beta() { return {{SCREEN_BETA}}; }
 __device__ __forceinline__ keops_acc_t keops_screen_tau() { return {{SCREEN_TAU}}; }
 __device__ __forceinline__ keops_acc_t keops_screen_eta() { return {{SCREEN_ETA}}; }
+static_assert(kRecordStride >= kDimInner, "a tile record holds the reduced-row variables");
 // The screening's dot products on tensor cores (lib/codegen/cuda-screen.ts bounds their error): each warp
-// multiplies its 32 rows of x (staged in shared memory in the mma fragment order) by kMmaGroup staged records at
-// a time with mma.sync m16n8k8 (TF32 operands, float32 sums), over kMmaSteps steps of 8 dimensions (values past
-// kScreenDim are zero), then passes every row its 32 dot products through a per-warp exchange buffer.
+// multiplies its 32 rows of x (in the mma fragment order) by kMmaGroup staged records at a time with mma.sync
+// m16n8k8 (TF32 operands, float32 sums), over kMmaSteps steps of 8 dimensions (values past kScreenDim are zero),
+// then passes every row its kMmaGroup dot products through a per-warp exchange buffer.
+#if KEOPS_MMA
 constexpr int kMmaSteps = {{MMA_STEPS}};
 // Up to 64 dimensions each lane keeps its A fragments (4 rows of x, 2 values per row and step) in registers for
 // the whole sweep, staged once through the tile's memory; beyond, the warp's rows of x stay in shared memory
@@ -89,12 +91,15 @@ constexpr int kMmaSteps = {{MMA_STEPS}};
 #define KEOPS_MMA_A_IN_REGISTERS {{MMA_A_IN_REGISTERS}}
 constexpr int kMmaXStride = {{MMA_X_STRIDE}};
 constexpr int kMmaGroup = {{MMA_GROUP}};  // records per group: 16 or 32
-constexpr int kMmaTiles = kMmaGroup / 8;   // mma n-tiles per group
+constexpr int kMmaTiles = kMmaGroup / 8;  // mma n-tiles per group
 constexpr int kMmaExchangeStride = {{MMA_EXCHANGE_STRIDE}};
-constexpr int kMmaXArg = {{MMA_X_ARG}};
-// Steps unrolled: all of them up to 256 dimensions, else 4 at a time (a fully unrolled long loop makes ptxas
-// keep values in local memory).
-constexpr int kMmaUnroll = kMmaSteps <= 32 ? (kMmaSteps > 0 ? kMmaSteps : 1) : 4;  // the argument slot of x (the exact path reads x in global memory)
+constexpr int kMmaXArg = {{MMA_X_ARG}};  // the argument slot of x (the exact path reads x in global memory)
+// Steps unrolled per trip: all of them up to 256 dimensions, else a divisor of kMmaSteps up to 8 (no remainder
+// loop; a fully unrolled long loop only grows the code).
+constexpr int kMmaUnroll = {{MMA_UNROLL}};
+static_assert(KEOPS_MMA_A_IN_REGISTERS || kMmaXStride >= 8 * kMmaSteps, "a staged row of x holds every step");
+static_assert(kMmaGroup % 8 == 0 && kMmaGroup <= 32 && kMmaExchangeStride >= kMmaGroup, "mma groups of n-tiles");
+#endif
 
 // 16 bytes of values, for vector copies into the tile.
 struct __align__(16) keops_chunk {
@@ -642,3 +647,7 @@ extern "C" __global__ void {{PREFIX}}_ranges(long nx, long ny, Args args, keops_
 }
 
 }  // namespace {{NAMESPACE}}
+
+// Several reductions may share a translation unit: their macros must not meet.
+#undef KEOPS_MMA
+#undef KEOPS_MMA_A_IN_REGISTERS

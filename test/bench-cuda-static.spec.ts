@@ -44,7 +44,23 @@ describe('bench/cuda-static.ts PTX loop counter', () => {
       perPair: 2.25,
       mufuPerPair: 0,
       fp64PerPair: 0,
+      mmaPerPair: 0,
     });
+  });
+
+  it('counts the pairs of a tensor-core loop from its mma.sync instructions', () => {
+    // Two m16n8k8 on the hot path: 2 × 16 × 8 pairs of a warp over 8 dimensions; at 16 dimensions per pair,
+    // 2 × 1024 / (32 × 16) = 4 pairs per thread.
+    const mma =
+      'mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 	{%f1, %f2, %f3, %f4}, {%r5, %r6, %r7, %r8}, {%r9, %r10}, {%f1, %f2, %f3, %f4};';
+    const tensor = PTX.replace(
+      'setp.lt.f32 \t%p1, %f1, %f9;',
+      `${mma}\n\t${mma}\n\tsetp.lt.f32 \t%p1, %f1, %f9;`,
+    );
+    const count = innerLoopCount(tensor, 'keops_1d', 12, 1, 16);
+    expect(count.instructionsPerTrip).to.equal(11);
+    expect(count.pairsPerTrip).to.equal(4);
+    expect(count.mmaPerPair).to.equal(0.5);
   });
 
   it('counts a loop whose nested loop is cold (screened KMin), and its MUFU and FP64 operations', () => {

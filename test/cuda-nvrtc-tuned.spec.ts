@@ -1,6 +1,6 @@
 /**
  * The tuned CUDA paths compiled by the real NVRTC for the GPUs they target (sm_80 and sm_90 cubins): the screened
- * k-NN kernels (cuda-screen.ts), base-2 exponentials (cuda-exp2.ts), the float64 exp with its coefficients in
+ * k-NN kernels (cuda-screen.ts), with FMA or tensor-core (mma.sync) dot products, base-2 exponentials (cuda-exp2.ts), the float64 exp with its coefficients in
  * constant memory, and the KMin merge in registers. Their logic runs on the emulated GPU (cuda-screen.spec.ts,
  * cuda-exp2.spec.ts, cuda-kernel-tuning.spec.ts); this checks that NVRTC accepts them. NVRTC comes from
  * KEOPS_NVRTC_LIBRARY or .nvrtc/ (see cuda-compile.spec.ts); without it the tests skip, saying why.
@@ -13,7 +13,35 @@ import type { ArgPosition } from '../lib/codegen/formula';
 import { parseReductionWithVariables } from '../lib/formula/index';
 import { localNvrtc } from './cuda-target';
 
-const CASES: readonly { text: string; aliases: string[]; dtype: CudaDtype; has: string }[] = [
+const CASES: readonly {
+  text: string;
+  aliases: string[];
+  dtype: CudaDtype;
+  has: string;
+  tensorCores?: boolean;
+}[] = [
+  // Tensor cores: x in registers (D = 40: 5 steps, padded), x in shared memory (D = 128), long unrolled loop (784).
+  {
+    text: 'ArgKMin_Reduction(SqDist(x,y),10,0)',
+    aliases: ['x = Vi(0,40)', 'y = Vj(1,40)'],
+    dtype: 'float32',
+    has: 'mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32',
+    tensorCores: true,
+  },
+  {
+    text: 'KMin_ArgKMin_Reduction(SqDist(y,x),3,1)',
+    aliases: ['x = Vi(0,128)', 'y = Vj(1,128)'],
+    dtype: 'float32',
+    has: '#define KEOPS_MMA_A_IN_REGISTERS 0',
+    tensorCores: true,
+  },
+  {
+    text: 'Min_ArgMin_Reduction(SqDist(x,y),0)',
+    aliases: ['x = Vi(0,784)', 'y = Vj(1,784)'],
+    dtype: 'float32',
+    has: '#define KEOPS_MMA 1',
+    tensorCores: true,
+  },
   {
     text: 'ArgKMin_Reduction(SqDist(x,y),10,0)',
     aliases: ['x = Vi(0,128)', 'y = Vj(1,128)'],
@@ -71,15 +99,17 @@ describe('tuned CUDA kernels compiled by NVRTC (sm_80, sm_90)', function () {
   });
 
   for (const c of CASES) {
-    it(`${c.text} ${c.dtype} (${c.aliases.map((a) => a.split(' ')[2]).join(', ')})`, async () => {
+    it(`${c.text} ${c.dtype} (${c.aliases.map((a) => a.split(' ')[2]).join(', ')})${c.tensorCores === true ? ', tensor cores' : ''}`, async () => {
       const parsed = parseReductionWithVariables(c.text, c.aliases);
       const positions: ArgPosition[] = parsed.variables.map((v) => ({ dim: v.dim, cat: v.cat }));
       const kernels = generateCudaKernels(parsed.reduction, {
         dtype: c.dtype,
         sumScheme: parsed.reduction.def.sumType ? 'block_sum' : 'direct_sum',
         positions,
+        tensorCores: c.tensorCores,
       });
       expect(kernels.source).to.include(c.has);
+      expect(kernels.tensorCores).to.equal(c.tensorCores === true);
       for (const arch of ['sm_80', 'sm_90'] as const) {
         const compiled = await compileCuda(kernels.source, {
           arch,
@@ -87,6 +117,7 @@ describe('tuned CUDA kernels compiled by NVRTC (sm_80, sm_90)', function () {
           output: 'cubin',
         });
         expect(compiled.arch).to.equal(arch);
+        expect(compiled.log, `${arch}: NVRTC warnings`).to.not.match(/warning/);
         expect([...compiled.image.subarray(0, 4)]).to.deep.equal([0x7f, 0x45, 0x4c, 0x46]);
         for (const entry of Object.values(kernels.entries))
           expect(compiled.image.includes(entry)).to.equal(true);

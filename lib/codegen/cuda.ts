@@ -145,6 +145,7 @@ function mmaStrides(dim: number): {
   readonly xInRegisters: boolean;
   readonly group: number;
   readonly exchange: number;
+  readonly unroll: number;
 } {
   const steps = Math.ceil(dim / MMA_K);
   const xInRegisters = steps <= MMA_REGISTER_STEPS;
@@ -156,6 +157,8 @@ function mmaStrides(dim: number): {
     xInRegisters,
     group,
     exchange: group + 4,
+    // Every step up to 32 of them; beyond, the largest divisor of the steps up to 8 (no remainder loop).
+    unroll: steps <= 32 ? steps : ([8, 7, 6, 5, 4, 3, 2, 1].find((u) => steps % u === 0) ?? 1),
   };
 }
 
@@ -369,6 +372,7 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
       MMA_STEPS: String(mma?.steps ?? 0),
       MMA_X_STRIDE: String(mma?.x ?? 0),
       MMA_A_IN_REGISTERS: mma?.xInRegisters === true ? '1' : '0',
+      MMA_UNROLL: String(mma?.unroll ?? 1),
       MMA_GROUP: String(mma?.group ?? MMA_GROUP),
       MMA_EXCHANGE_STRIDE: String(mma?.exchange ?? 0),
       MMA_X_ARG: String(outerArg?.pos ?? 0),
