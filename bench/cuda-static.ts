@@ -107,6 +107,13 @@ const CASES: readonly Case[] = [
     tensorCores: true,
   },
   {
+    id: 'argkmin-d784',
+    label: 'ArgKMin K=10 f32, D=784',
+    text: 'ArgKMin_Reduction(SqDist(x,y),10,0)',
+    aliases: ['x = Vi(0,784)', 'y = Vj(1,784)'],
+    dtype: 'float32',
+  },
+  {
     id: 'argkmin-d784-tc',
     label: 'ArgKMin K=10 f32, D=784, tensor cores',
     text: 'ArgKMin_Reduction(SqDist(x,y),10,0)',

@@ -17,11 +17,11 @@
 // Batch: blockIdx.z + batch_begin is the batch entry; when `batch_offsets` is not null, entry b adds
 // batch_offsets[b * (kArgSlots + 2) + k] elements to argument k, then to out_val and out_idx (host-built from the
 // broadcast batch shapes). Partials of the split kernels are batch-major and need no offsets.
-// Dynamic shared memory: blockDim.x * kRecordStride * sizeof(keops_t) bytes (the tile), plus blockDim.x *
-// sizeof(keops_acc_t) for the screening's |y|^2, plus with tensor cores blockDim.x * kMmaExchangeStride floats for
-// each warp's exchange buffer and, when x does not stay in registers, blockDim.x * kMmaXStride floats for each
-// warp's staged rows (CudaKernels.sharedBytesPerThread each). Tensor-core kernels need blocks of whole warps
-// (blockDim.x a multiple of 32).
+// Dynamic shared memory: the tile of C records of kRecordStride values (C = blockDim.x, or kTileRecords when
+// that is not 0), the screening's |y|^2 of each record (C keops_acc_t), then with tensor cores, per warp, the rows
+// of x when they are not held in registers (32 * kMmaXStride floats) and the exchange buffer (32 *
+// kMmaExchangeStride floats): CudaKernels.sharedBytesPerThread * blockDim.x + sharedBytesPerBlock bytes in all.
+// Tensor-core kernels need blocks of whole warps (blockDim.x a multiple of 32).
 // Sum schemes: direct_sum folds every j into the row accumulator; block_sum folds each tile into a fresh
 // accumulator merged into the row's one; kahan_scheme folds with compensation, settled before merging/output.
 
@@ -44,6 +44,7 @@ constexpr int kDimIdx = {{DIM_IDX}};
 constexpr int kDimOuter = {{DIM_OUTER}};  // values of the output-row variables, packed in position order
 constexpr int kDimInner = {{DIM_INNER}};  // values of the reduced-row variables: one shared-memory record per j
 constexpr int kRecordStride = {{RECORD_STRIDE}};  // values from one record to the next in the tile (>= kDimInner)
+constexpr int kTileRecords = {{TILE_RECORDS}};    // records per tile: blockDim.x when 0, else this fixed number
 constexpr int kArgSlots = {{ARG_SLOTS}};
 // Values of the sub-formulas that read no inner variable, computed once per output row by the prologue.
 constexpr int kHoistedScalars = {{HOISTED_SCALARS}};
@@ -310,10 +311,10 @@ __device__ __forceinline__ void keops_mma_stage(const Row& row, float* x_rows, i
 
 // Zeroes the tile's padding (dimensions kScreenDim to 8 kMmaSteps of every record), which the staging of records
 // never writes and the mma reads.
-__device__ __forceinline__ void keops_mma_zero_padding(keops_t* tile) {
+__device__ __forceinline__ void keops_mma_zero_padding(keops_t* tile, int tile_capacity) {
   constexpr int kPad = kMmaSteps * 8 - kScreenDim;
   constexpr int kPadSlots = kPad > 0 ? kPad : 1;
-  for (int e = threadIdx.x; e < (int)blockDim.x * kPad; e += blockDim.x) {
+  for (int e = threadIdx.x; e < tile_capacity * kPad; e += blockDim.x) {
     tile[(e / kPadSlots) * kRecordStride + kScreenDim + e % kPadSlots] = 0;
   }
 }
@@ -468,11 +469,12 @@ __device__ __forceinline__ void keops_sweep(const Args& args, Row (&rows)[kRows]
   const long sweep_end = kSkipInnerLoop ? j_begin : j_end;
   bool any_active = KEOPS_MMA ? true : false;
   for (int r = 0; r < kRows; r++) any_active |= rows[r].active;
-  keops_acc_t* const norms = reinterpret_cast<keops_acc_t*>(tile + blockDim.x * kRecordStride);
+  const int tile_capacity = kTileRecords > 0 ? kTileRecords : (int)blockDim.x;
+  keops_acc_t* const norms = reinterpret_cast<keops_acc_t*>(tile + tile_capacity * kRecordStride);
 #if KEOPS_MMA
   keops_require_warp_blocks();
   const int warp_first = threadIdx.x & ~31;
-  float* const after_norms = reinterpret_cast<float*>(norms + blockDim.x);
+  float* const after_norms = reinterpret_cast<float*>(norms + tile_capacity);
   MmaRows held;
 #if KEOPS_MMA_A_IN_REGISTERS
   // x goes through the warp's part of the tile (free until the first records are staged) into registers.
@@ -491,10 +493,10 @@ __device__ __forceinline__ void keops_sweep(const Args& args, Row (&rows)[kRows]
   float* const exchange = after_norms + blockDim.x * kMmaXStride + warp_first * kMmaExchangeStride;
   keops_mma_stage(rows[0], x_rows, kMmaXStride);
 #endif
-  keops_mma_zero_padding(tile);
+  keops_mma_zero_padding(tile, tile_capacity);
 #endif
-  for (long tile_start = j_begin; tile_start < sweep_end; tile_start += blockDim.x) {
-    const int len = (int)(j_end - tile_start < (long)blockDim.x ? j_end - tile_start : (long)blockDim.x);
+  for (long tile_start = j_begin; tile_start < sweep_end; tile_start += tile_capacity) {
+    const int len = (int)(j_end - tile_start < (long)tile_capacity ? j_end - tile_start : (long)tile_capacity);
     keops_load_tile(args, tile_start, len, tile);
     __syncthreads();
     if (kScreen) {

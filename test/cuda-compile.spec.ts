@@ -527,6 +527,32 @@ describe('CUDA launch geometry', () => {
       .with.property('code', 'ERR_FORMULA_TOO_LARGE');
   });
 
+  it('gives tensor-core kernels whole warps: as many as fit with a per-block tile, up to 256 threads', () => {
+    // D = 128 staged in shared memory: 688 bytes per thread, a tile of 32 records of 528 + 4 bytes per block.
+    const tiled = { ...gaussian, sharedBytesPerThread: 688, sharedBytesPerBlock: 32 * 532, warpBlocks: true };
+    expect(chooseBlockSize(tiled, h100)).to.deep.equal({
+      blockSize: 256,
+      sharedBytes: 256 * 688 + 32 * 532,
+      sharedOptIn: true,
+    });
+    // A GPU with less shared memory per block (A100: 163 KiB opt-in): 6 warps.
+    const a100 = { ...h100, sharedMemoryPerBlockOptin: 166912 };
+    expect(chooseBlockSize(tiled, a100).blockSize).to.equal(192);
+    // D = 40 with x in registers (no per-block tile): KeOps' rule, in whole warps.
+    const small = { ...gaussian, sharedBytesPerThread: 260, warpBlocks: true };
+    expect(chooseBlockSize(small, h100).blockSize).to.equal(160);
+    // Not even one warp fits: a typed error, never a partial warp.
+    for (const kernel of [
+      { ...tiled, sharedBytesPerThread: 7000 },
+      { ...small, sharedBytesPerThread: 7300 },
+      { ...tiled, maxThreadsPerBlock: 16 },
+    ]) {
+      expect(() => chooseBlockSize(kernel, h100))
+        .to.throw(KeOpsError)
+        .with.property('code', 'ERR_FORMULA_TOO_LARGE');
+    }
+  });
+
   it('keeps the 1D scheme when the rows fill the GPU', () => {
     const plan = planCudaLaunch({ nx: 1_000_000, ny: 1_000_000, batches: 1 }, gaussian, h100);
     expect(plan.scheme).to.equal('1d');

@@ -447,7 +447,7 @@ export class ReductionRunner {
     };
     if (computeCapability[0] < 8) return generate(false);
     const kernels = generate(true);
-    const warpBytes = WARP_SIZE * kernels.sharedBytesPerThread;
+    const warpBytes = WARP_SIZE * kernels.sharedBytesPerThread + kernels.sharedBytesPerBlock;
     return kernels.warpBlocks && warpBytes > Math.max(sharedMemoryPerBlock, sharedMemoryPerBlockOptin)
       ? generate(false)
       : kernels;

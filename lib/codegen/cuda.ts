@@ -18,7 +18,8 @@
  *
  * Launch contract (the runner's side; see the template's header comment for the layouts):
  *   <p>_1d(long nx, long ny, Args args, T* out_val, int* out_idx, const long long* batch_offsets, long batch_begin)
- *       grid (ceil(nx / (B * rowsPerThread)), 1, batches), block B, dynamic shared memory B * sharedBytesPerThread
+ *       grid (ceil(nx / (B * rowsPerThread)), 1, batches), block B (whole warps when warpBlocks), dynamic shared
+ *       memory B * sharedBytesPerThread + sharedBytesPerBlock
  *   <p>_split(long nx, long ny, Args args, long slice, TAcc* partial_val, int* partial_idx,
  *             const long long* batch_offsets, long batch_begin)
  *       grid (ceil(nx / (B * rowsPerThread)), ceil(ny / slice), batches), same shared memory; partials of
@@ -85,6 +86,13 @@ export interface CudaKernels {
   readonly argSlots: number;
   /** Bytes of dynamic shared memory per thread of a block (the packed inner record, and |y|² when screening). */
   readonly sharedBytesPerThread: number;
+  /**
+   * Bytes of dynamic shared memory per block on top of those (0, or the fixed tile of `tileRecords` records of the
+   * tensor-core kernels that stage x in shared memory).
+   */
+  readonly sharedBytesPerBlock: number;
+  /** j records per staged tile: 0 for blockDim.x (the launch contract above), else this fixed number. */
+  readonly tileRecords: number;
   /** Accumulator values / indices per row in the split kernels' partial buffers. */
   readonly partialSlots: { readonly val: number; readonly idx: number };
   /** NVRTC flags recommended for this dtype: fast math for float32 (as KeOps), exact float64. */
@@ -125,6 +133,12 @@ const TWO_ROWS_MAX_STATE = 16;
  */
 const MMA_GROUP_X_IN_REGISTERS = 16;
 const MMA_GROUP = 32;
+/**
+ * Records per tile of the tensor-core kernels that stage x in shared memory: a fixed tile shared by all the warps
+ * of a block (each warp's staged rows of x already take 4·D bytes per thread; a tile of blockDim.x records would
+ * take as much again and halve the resident warps).
+ */
+const MMA_TILE_RECORDS = 32;
 /**
  * Steps of 8 dimensions up to which each lane holds its A fragments (x) in registers (8 per step; ptxas for sm_90:
  * 187 registers at D = 64, 238 at D = 96, 255 and spills at D = 128): beyond, the
@@ -317,6 +331,8 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
   const recordStride = mma?.record ?? dimInner;
   const outerArg = formula.args.find((a) => a.role === 'outer');
   const loadTile = tileLoader(recordStride);
+  const tileRecords = mma !== undefined && !mma.xInRegisters ? MMA_TILE_RECORDS : 0;
+  const recordBytes = recordStride * BYTES[opts.dtype] + (screen === undefined ? 0 : BYTES[dtypeAcc]);
   const screenOffset = (pos: number): number =>
     packedOffset.get(formula.args.find((a) => a.pos === pos) as FormulaArgument) as number;
   const accLiteral = (v: number): string => cLiteral(v, 'keops_acc_t');
@@ -373,6 +389,7 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
       MMA_X_STRIDE: String(mma?.x ?? 0),
       MMA_A_IN_REGISTERS: mma?.xInRegisters === true ? '1' : '0',
       MMA_UNROLL: String(mma?.unroll ?? 1),
+      TILE_RECORDS: String(tileRecords),
       MMA_GROUP: String(mma?.group ?? MMA_GROUP),
       MMA_EXCHANGE_STRIDE: String(mma?.exchange ?? 0),
       MMA_X_ARG: String(outerArg?.pos ?? 0),
@@ -395,10 +412,13 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
     dtypeAcc,
     sumScheme: scheme,
     argSlots,
-    // The tile, |y|^2 of each record, and with tensor cores each warp's staged rows of x and exchange buffer.
+    // The tile and |y|^2 of each record (per thread, or per block for a fixed tile), and with tensor cores each
+    // warp's exchange buffer and staged rows of x.
     sharedBytesPerThread:
-      (recordStride + (mma === undefined ? 0 : mma.x + mma.exchange)) * BYTES[opts.dtype] +
-      (screen === undefined ? 0 : BYTES[dtypeAcc]),
+      (tileRecords === 0 ? recordBytes : 0) +
+      (mma === undefined ? 0 : (mma.x + mma.exchange) * BYTES.float32),
+    sharedBytesPerBlock: tileRecords * recordBytes,
+    tileRecords,
     partialSlots: { val: Math.max(1, red.layout.dimredVal), idx: Math.max(1, red.layout.dimredIdx) },
     fastMath: opts.dtype === 'float32',
     rowsPerThread,

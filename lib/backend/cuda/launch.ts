@@ -23,6 +23,11 @@ export const MAX_GRID_YZ = 65535;
 /** Threads per warp. */
 export const WARP_SIZE = 32;
 const WARP = WARP_SIZE;
+/**
+ * Largest block of the kernels with a per-block tile: their warps share the tile, so more warps per block mean
+ * more resident warps per SM (8 on an H100 at D = 128 instead of 5 with blocks of one warp and their own tile).
+ */
+const MAX_TILED_BLOCK = 256;
 /** Blocks per multiprocessor the split scheme aims for (latency hiding needs a few resident blocks per SM). */
 const BLOCKS_PER_SM_TARGET = 4;
 /** Fewest j tiles a split reduces. */
@@ -40,6 +45,11 @@ export interface CudaLaunchDevice {
 /** The parts of `CudaKernels` (lib/codegen/cuda.ts) that the geometry depends on. */
 export interface CudaLaunchKernel {
   readonly sharedBytesPerThread: number;
+  /**
+   * Bytes of dynamic shared memory per block on top of the per-thread ones (a tile of fixed size: the tensor-core
+   * kernels beyond D = 64); default 0. Such kernels get as many whole warps as fit, up to MAX_TILED_BLOCK threads.
+   */
+  readonly sharedBytesPerBlock?: number;
   readonly partialSlots: { readonly val: number; readonly idx: number };
   readonly dtypeAcc: 'float32' | 'float64';
   /**
@@ -63,6 +73,8 @@ export interface CudaBlockSize {
 
 export function chooseBlockSize(kernel: CudaLaunchKernel, device: CudaLaunchDevice): CudaBlockSize {
   const perThread = kernel.sharedBytesPerThread;
+  const perBlock = kernel.sharedBytesPerBlock ?? 0;
+  if (perBlock > 0) return chooseTiledBlockSize(kernel, device, perThread, perBlock);
   const cap = Math.min(CUDA_BLOCK_SIZE, device.maxThreadsPerBlock, kernel.maxThreadsPerBlock ?? Infinity);
   const fit = (limit: number): number =>
     perThread === 0 ? cap : Math.min(cap, Math.floor(limit / perThread));
@@ -91,6 +103,30 @@ export function chooseBlockSize(kernel: CudaLaunchKernel, device: CudaLaunchDevi
     );
   }
   return { blockSize, sharedBytes: blockSize * perThread, sharedOptIn };
+}
+
+/** Kernels with a per-block tile: whole warps, as many as the opt-in shared memory takes, up to MAX_TILED_BLOCK. */
+function chooseTiledBlockSize(
+  kernel: CudaLaunchKernel,
+  device: CudaLaunchDevice,
+  perThread: number,
+  perBlock: number,
+): CudaBlockSize {
+  const cap = Math.min(MAX_TILED_BLOCK, device.maxThreadsPerBlock, kernel.maxThreadsPerBlock ?? Infinity);
+  const limit = Math.max(device.sharedMemoryPerBlock, device.sharedMemoryPerBlockOptin);
+  const fit = perThread === 0 ? cap : Math.floor((limit - perBlock) / perThread);
+  const threads = Math.min(cap, fit);
+  const blockSize = threads - (threads % WARP);
+  if (blockSize < WARP) {
+    throw new KeOpsError(
+      'ERR_FORMULA_TOO_LARGE',
+      `these kernels need blocks of ${WARP} threads (${perBlock} bytes of shared memory per block and ${perThread} ` +
+        `per thread), and this GPU or kernel allows ${Math.max(0, threads)} (${limit} bytes per block, at most ` +
+        `${cap} threads)`,
+    );
+  }
+  const sharedBytes = blockSize * perThread + perBlock;
+  return { blockSize, sharedBytes, sharedOptIn: sharedBytes > device.sharedMemoryPerBlock };
 }
 
 export interface CudaLaunchSizes {

@@ -118,6 +118,7 @@ export function buildCudaRequest(
   const { oneD, split, splitMerge, ranges } = kernels.entries;
   const launchKernel: CudaLaunchKernel = {
     sharedBytesPerThread: kernels.sharedBytesPerThread,
+    sharedBytesPerBlock: kernels.sharedBytesPerBlock,
     partialSlots: kernels.partialSlots,
     dtypeAcc: kernels.dtypeAcc,
     maxThreadsPerBlock: Math.min(...[oneD, split, splitMerge, ranges].map((n) => fn(n).maxThreadsPerBlock)),
