@@ -470,20 +470,63 @@ function analyse(c: Case, dir: string): Row {
     })
     .join(', ');
   const rowsPerThread = kernels.rowsPerThread;
+  const inner = innerLoopCount(
+    ptx,
+    e.oneD,
+    kernels.sharedBytesPerThread,
+    rowsPerThread,
+    kernels.tensorCores ? kernels.tensorCoreDims : undefined,
+  );
+  // The chunked tensor-core kernels screen each group after their k loop: add that epilogue per pair.
+  const screen =
+    kernels.tensorCores && kernels.tileRecords > 0 ? screenPerPair(kernels, dir, c.id, flags) : 0;
   return {
     c,
     oneD,
     others,
     occ: occupancy(kernels, oneD.registers),
-    loop: innerLoopCount(
-      ptx,
-      e.oneD,
-      kernels.sharedBytesPerThread,
-      rowsPerThread,
-      kernels.tensorCores ? Math.ceil(dimOf(c) / 8) * 8 : undefined,
-    ),
+    loop:
+      screen === 0
+        ? inner
+        : {
+            ...inner,
+            instructionsPerTrip: inner.instructionsPerTrip + screen * inner.pairsPerTrip,
+            perPair: inner.perPair + screen,
+          },
     rowsPerThread,
   };
+}
+
+const SCREEN_BEGIN = 'keops-static: screen begin';
+const SCREEN_END = 'keops-static: screen end';
+
+/**
+ * PTX instructions per pair of the screening epilogue of a tensor-core group (the exchange of the dot products
+ * and the test, without the rare exact evaluations): counted between two PTX comments inserted around it in a copy
+ * of the source, divided by the group's records (each lane screens its row against every record of the group).
+ */
+function screenPerPair(kernels: CudaKernels, dir: string, id: string, flags: readonly string[]): number {
+  const begin =
+    'const int lane = threadIdx.x & 31;\n  const int g = lane >> 2, c = lane & 3;\n#pragma unroll\n  for (int m';
+  const end = '  while (keep != 0) {';
+  const source = kernels.source;
+  if (!source.includes(begin) || !source.includes(end)) throw new Error('no screening epilogue to mark');
+  const marked = source
+    .replace(begin, begin.replace('#pragma', `asm volatile("// ${SCREEN_BEGIN}");\n#pragma`))
+    .replace(end, `  asm volatile("// ${SCREEN_END}");\n${end}`);
+  const cu = join(dir, `${id}.marked.cu`);
+  writeFileSync(cu, marked);
+  run(['-ptx', ...flags, '-o', join(dir, `${id}.marked.ptx`), cu]);
+  const lines = readFileSync(join(dir, `${id}.marked.ptx`), 'utf8').split('\n');
+  const from = lines.findIndex((l) => l.includes(SCREEN_BEGIN));
+  const to = lines.findIndex((l) => l.includes(SCREEN_END));
+  if (from < 0 || to < from) throw new Error('the screening markers are missing from the PTX');
+  const instructions = lines
+    .slice(from + 1, to)
+    .map((l) => l.replace(/\/\/.*$/, '').trim())
+    .filter((l) => l !== '' && l !== '{' && l !== '}' && !l.startsWith('.') && !/^[$\w]+:$/.test(l));
+  const group = Number(/constexpr int kMmaGroup = (\d+);/.exec(source)?.[1]);
+  return instructions.length / group;
 }
 
 /** Clock and size of the issue-bound model (the static analysis' model.py): H100 SXM, 1.75 GHz. */

@@ -44,7 +44,7 @@ constexpr int kDimIdx = {{DIM_IDX}};
 constexpr int kDimOuter = {{DIM_OUTER}};  // values of the output-row variables, packed in position order
 constexpr int kDimInner = {{DIM_INNER}};  // values of the reduced-row variables: one shared-memory record per j
 constexpr int kRecordStride = {{RECORD_STRIDE}};  // values from one record to the next in the tile (>= kDimInner)
-constexpr int kTileRecords = {{TILE_RECORDS}};    // records per tile: blockDim.x when 0, else this fixed number
+constexpr int kTileRecords = {{TILE_RECORDS}};    // tensor cores beyond 64 dimensions: records per tile (else blockDim.x)
 constexpr int kArgSlots = {{ARG_SLOTS}};
 // Values of the sub-formulas that read no inner variable, computed once per output row by the prologue.
 constexpr int kHoistedScalars = {{HOISTED_SCALARS}};
@@ -79,7 +79,7 @@ __device__ __forceinline__ keops_acc_t keops_screen_alpha() { return {{SCREEN_AL
 __device__ __forceinline__ keops_acc_t keops_screen_beta() { return {{SCREEN_BETA}}; }
 __device__ __forceinline__ keops_acc_t keops_screen_tau() { return {{SCREEN_TAU}}; }
 __device__ __forceinline__ keops_acc_t keops_screen_eta() { return {{SCREEN_ETA}}; }
-static_assert(kRecordStride >= kDimInner, "a tile record holds the reduced-row variables");
+static_assert(kRecordStride >= kDimInner || kTileRecords > 0, "a tile record holds the reduced-row variables");
 // The screening's dot products on tensor cores (lib/codegen/cuda-screen.ts bounds their error): each warp
 // multiplies its 32 rows of x (in the mma fragment order) by kMmaGroup staged records at a time with mma.sync
 // m16n8k8 (TF32 operands, float32 sums), over kMmaSteps steps of 8 dimensions (values past kScreenDim are zero),
@@ -87,10 +87,12 @@ static_assert(kRecordStride >= kDimInner, "a tile record holds the reduced-row v
 #if KEOPS_MMA
 constexpr int kMmaSteps = {{MMA_STEPS}};
 // Up to 64 dimensions each lane keeps its A fragments (4 rows of x, 2 values per row and step) in registers for
-// the whole sweep, staged once through the tile's memory; beyond, the warp's rows of x stay in shared memory
-// (stride kMmaXStride) and the fragments are loaded at every step.
+// the whole sweep, staged once through the tile's memory; beyond, the dimensions go by chunks of kMmaChunkSteps
+// steps, staged for the rows of x (stride kMmaXStride) and for the records (stride kRecordStride) of a tile.
 #define KEOPS_MMA_A_IN_REGISTERS {{MMA_A_IN_REGISTERS}}
 constexpr int kMmaXStride = {{MMA_X_STRIDE}};
+constexpr int kMmaChunkSteps = {{MMA_CHUNK_STEPS}};
+constexpr int kMmaYArg = {{MMA_Y_ARG}};  // the argument slot of y (read in global memory beyond 64 dimensions)
 constexpr int kMmaGroup = {{MMA_GROUP}};  // records per group: 16 or 32
 constexpr int kMmaTiles = kMmaGroup / 8;  // mma n-tiles per group
 constexpr int kMmaExchangeStride = {{MMA_EXCHANGE_STRIDE}};
@@ -98,7 +100,7 @@ constexpr int kMmaXArg = {{MMA_X_ARG}};  // the argument slot of x (the exact pa
 // Steps unrolled per trip: all of them up to 256 dimensions, else a divisor of kMmaSteps up to 8 (no remainder
 // loop; a fully unrolled long loop only grows the code).
 constexpr int kMmaUnroll = {{MMA_UNROLL}};
-static_assert(KEOPS_MMA_A_IN_REGISTERS || kMmaXStride >= 8 * kMmaSteps, "a staged row of x holds every step");
+static_assert(KEOPS_MMA_A_IN_REGISTERS || kMmaXStride >= 8 * kMmaChunkSteps, "a staged row of x holds a chunk");
 static_assert(kMmaGroup % 8 == 0 && kMmaGroup <= 32 && kMmaExchangeStride >= kMmaGroup, "mma groups of n-tiles");
 #endif
 
@@ -207,6 +209,7 @@ __device__ __forceinline__ void keops_start_row(const Args& args, bool active, l
   for (int k = 0; k < kHoistedSlots; k++) row.hoisted[k] = 0;
 #if KEOPS_MMA
   row.outer_global = active ? args.p[kMmaXArg] + i * kDimOuter : 0;
+  (void)kMmaYArg;
   row.norm = active ? keops_square_norm(row.outer_global, kScreenDim) : 0;
 #else
   row.outer_global = 0;
@@ -298,34 +301,43 @@ __device__ __forceinline__ int keops_lowest_bit(unsigned v) { return __builtin_c
 __device__ __forceinline__ void keops_require_warp_blocks() { keops_emu::require_warp_blocks(); }
 #endif
 
-// Stages this thread's row of x into its warp's block of shared memory (row `lane`, `stride` values apart), in the
-// order the A fragments are read: dimensions 8s + c and 8s + c + 4 side by side (one 8-byte load per fragment
-// half); dimensions past kScreenDim are zero.
-__device__ __forceinline__ void keops_mma_stage(const Row& row, float* x_rows, int stride) {
+// The exact evaluation of the few pairs the screening keeps, out of line: inlined, the formula's D-long
+// temporaries would take registers from the whole kernel (ptxas for sm_90, D = 128: 253 registers inlined, 167 not).
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+__device__ __noinline__
+#else
+__attribute__((noinline))
+#endif
+void keops_eval_exact(const Args& args, const keops_t* outer, const keops_t* hoisted, const keops_t* inner,
+                      keops_t* fout) {
+  keops_eval(args, outer, hoisted, inner, fout);
+}
+
+// Stages dimensions [8 * first_step, 8 * (first_step + steps)) of this thread's row of x into its warp's block of
+// shared memory (row `lane`, `stride` values apart), in the order the A fragments are read: dimensions 8s + c and
+// 8s + c + 4 side by side (one 8-byte load per fragment half); dimensions past kScreenDim are zero, and so is the
+// row of an inactive thread.
+__device__ __forceinline__ void keops_mma_stage(const Row& row, float* x_rows, int stride, int first_step,
+                                                int steps) {
   float* const mine = x_rows + (threadIdx.x & 31) * stride;
-  for (int k = 0; k < kMmaSteps * 8; k++) {
-    const int place = (k & ~7) + 2 * (k & 3) + ((k >> 2) & 1);
-    mine[place] = row.active && k < kScreenDim ? row.outer_global[k] : 0.0f;
+  const keops_t* const x = row.outer_global + 8 * first_step;
+  const bool quads = kScreenDim % 4 == 0 && (reinterpret_cast<unsigned long long>(x) & 15) == 0;
+  for (int s = 0; s < steps; s++) {
+    const int dim = 8 * (first_step + s);
+    float v[8];
+    if (row.active && quads && dim + 8 <= kScreenDim) {
+      const float4 lo = *reinterpret_cast<const float4*>(x + 8 * s);
+      const float4 hi = *reinterpret_cast<const float4*>(x + 8 * s + 4);
+      v[0] = lo.x, v[1] = lo.y, v[2] = lo.z, v[3] = lo.w, v[4] = hi.x, v[5] = hi.y, v[6] = hi.z, v[7] = hi.w;
+    } else {
+      for (int k = 0; k < 8; k++) v[k] = row.active && dim + k < kScreenDim ? x[8 * s + k] : 0.0f;
+    }
+    for (int c = 0; c < 4; c++) *reinterpret_cast<float2*>(mine + 8 * s + 2 * c) = make_float2(v[c], v[c + 4]);
   }
 }
 
-// Zeroes the tile's padding (dimensions kScreenDim to 8 kMmaSteps of every record), which the staging of records
-// never writes and the mma reads.
-__device__ __forceinline__ void keops_mma_zero_padding(keops_t* tile, int tile_capacity) {
-  constexpr int kPad = kMmaSteps * 8 - kScreenDim;
-  constexpr int kPadSlots = kPad > 0 ? kPad : 1;
-  for (int e = threadIdx.x; e < tile_capacity * kPad; e += blockDim.x) {
-    tile[(e / kPadSlots) * kRecordStride + kScreenDim + e % kPadSlots] = 0;
-  }
-}
-
-// A's fragments of the warp's rows: step s, m-tile m (rows 16m + g and 16m + g + 8), values (row g, column c),
-// (row g + 8, c), (g, c + 4), (g + 8, c + 4) of the step's 8 dimensions.
-constexpr int kMmaRegSteps = KEOPS_MMA_A_IN_REGISTERS ? kMmaSteps : 1;
-struct MmaRows {
-  float a[kMmaRegSteps][2][4];
-};
-
+// A's fragment of the warp's staged rows for step s, m-tile m (rows 16m + g and 16m + g + 8): values (row g,
+// column c), (row g + 8, c), (g, c + 4), (g + 8, c + 4) of the step's 8 dimensions.
 __device__ __forceinline__ void keops_mma_fragment(const float* x_rows, int stride, int s, int m,
                                                    float (&a)[4]) {
   const int g = (threadIdx.x & 31) >> 2, c = threadIdx.x & 3;
@@ -337,89 +349,228 @@ __device__ __forceinline__ void keops_mma_fragment(const float* x_rows, int stri
   a[3] = bottom.y;
 }
 
-// The screened tile fold on tensor cores (one row per thread; every lane of the warp takes part, active or not).
-// For each group of kMmaGroup records: the warp's 32 x kMmaGroup dot products by 2 x kMmaTiles mma tiles per step
-// of 8 dimensions, then through the exchange buffer each row gets its own kMmaGroup; the test of keops_fold_tile_screened
-// (with the wider error bound of tensor-core dot products) marks the records that need the exact value, which
-// are then evaluated (the formula, reading x in global memory) and folded in j order. Records past len (stale
-// tile slots) are computed and ignored.
-__device__ __forceinline__ void keops_fold_tile_mma(const Args& args, const Row& row, Accumulator& acc,
-                                                    const keops_t* tile, const keops_acc_t* norms,
-                                                    const MmaRows& held, const float* x_rows, float* exchange,
-                                                    int len, long j0) {
+// d += the warp's 32 x kMmaGroup dot products over `steps` steps of 8 dimensions: A from `held` (registers) or
+// from the staged rows, B from records `records` (record n at records + n * kRecordStride, the step's dimensions
+// at offset 8s).
+typedef float MmaTile[2][kMmaTiles][4];
+__device__ __forceinline__ void keops_mma_zero(MmaTile& d) {
+#pragma unroll
+  for (int m = 0; m < 2; m++)
+#pragma unroll
+    for (int n = 0; n < kMmaTiles; n++)
+#pragma unroll
+      for (int q = 0; q < 4; q++) d[m][n][q] = 0.0f;
+}
+
+__device__ __forceinline__ void keops_mma_b(const keops_t* records, int s, int n, float& b0, float& b1) {
+  const int g = (threadIdx.x & 31) >> 2, c = threadIdx.x & 3;
+  const keops_t* b = records + (8 * n + g) * kRecordStride + 8 * s + c;
+  b0 = b[0];
+  b1 = b[4];
+}
+
+// Hands every lane its row's kMmaGroup values of d (row 16m + g (+ 8) of the warp, records 8n + 2c and 8n + 2c + 1
+// of the group, in the fragment) through the warp's exchange buffer, then screens them: the test of
+// keops_fold_tile_screened, with the wider bound of tensor-core dot products, marks the records that need the
+// exact value, which are evaluated (the formula, reading x and the record where `records` says, record u at
+// records + u * record_stride) and folded in j order. Records past `count` (stale slots) are ignored.
+__device__ __forceinline__ void keops_mma_screen(const Args& args, const Row& row, Accumulator& acc,
+                                                 const MmaTile& d, const keops_acc_t* norms, float* exchange,
+                                                 int count, long j0, const keops_t* records, long record_stride) {
   const int lane = threadIdx.x & 31;
   const int g = lane >> 2, c = lane & 3;
+#pragma unroll
+  for (int m = 0; m < 2; m++) {
+#pragma unroll
+    for (int n = 0; n < kMmaTiles; n++) {
+      *reinterpret_cast<float2*>(exchange + (16 * m + g) * kMmaExchangeStride + 8 * n + 2 * c) =
+          make_float2(d[m][n][0], d[m][n][1]);
+      *reinterpret_cast<float2*>(exchange + (16 * m + g + 8) * kMmaExchangeStride + 8 * n + 2 * c) =
+          make_float2(d[m][n][2], d[m][n][3]);
+    }
+  }
+  keops_syncwarp();
+  float dot[kMmaGroup];
+#pragma unroll
+  for (int u = 0; u < kMmaGroup; u += 4) {
+    const float4 v = *reinterpret_cast<const float4*>(exchange + lane * kMmaExchangeStride + u);
+    dot[u] = v.x;
+    dot[u + 1] = v.y;
+    dot[u + 2] = v.z;
+    dot[u + 3] = v.w;
+  }
+  keops_syncwarp();  // every lane has read its row before the buffer is written again
+  // The test of keops_fold_tile_screened, rearranged without changing what it proves: T tau + eta once per group
+  // and N beta added to it by one FMA (fewer roundings of non-negative values than the bound allows for), and no
+  // separate A >= 0 (the right side is at least eta > 0, so a negative A never passes). Branch-free.
+  const keops_acc_t bar = acc.val[kScreenSlot] * keops_screen_tau() + keops_screen_eta();
+  unsigned keep = 0;  // bit u: record u needs the exact value
+#pragma unroll
+  for (int u = 0; u < kMmaGroup; u++) {
+    const keops_acc_t n = row.norm + norms[u];
+    const keops_acc_t lhs = fmaf(-2.0f, dot[u], n) * keops_screen_alpha();  // 2 dot is exact: one rounding
+    const bool skip = (lhs >= fmaf(n, keops_screen_beta(), bar)) & (lhs < keops_inf<keops_acc_t>());
+    if (!skip) keep |= 1u << u;
+  }
+  if (!row.active) keep = 0;
+  if (count < kMmaGroup) keep &= (1u << count) - 1u;
+  while (keep != 0) {
+    const int u = keops_lowest_bit(keep);
+    keep &= keep - 1u;
+    keops_t fout[kDimFout];
+    keops_eval_exact(args, row.outer_global, row.hoisted, records + u * record_stride, fout);
+    keops_fold_one(acc, fout, j0 + u);
+  }
+}
+
+#if KEOPS_MMA_A_IN_REGISTERS
+// Up to 64 dimensions: every lane holds its A fragments for the whole sweep.
+struct MmaRows {
+  float a[kMmaSteps][2][4];
+};
+
+// x goes through the warp's part of the tile (free until the first records are staged) into registers; the
+// tile's padding (dimensions kScreenDim to 8 kMmaSteps of every record, never written by the staging of
+// records) is then zeroed. Synchronises the block.
+__device__ __forceinline__ void keops_mma_hold_rows(const Row& row, keops_t* tile, MmaRows& held) {
+  float* const x_rows = tile + (threadIdx.x & ~31) * kRecordStride;
+  keops_mma_stage(row, x_rows, kRecordStride, 0, kMmaSteps);
+  keops_syncwarp();
+#pragma unroll
+  for (int s = 0; s < kMmaSteps; s++) {
+#pragma unroll
+    for (int m = 0; m < 2; m++) keops_mma_fragment(x_rows, kRecordStride, s, m, held.a[s][m]);
+  }
+  __syncthreads();  // every warp holds its x before the tile is written
+  constexpr int kPad = kMmaSteps * 8 - kScreenDim;
+  constexpr int kPadSlots = kPad > 0 ? kPad : 1;
+  for (int e = threadIdx.x; e < (int)blockDim.x * kPad; e += blockDim.x) {
+    tile[(e / kPadSlots) * kRecordStride + kScreenDim + e % kPadSlots] = 0;
+  }
+}
+
+// The screened tile fold on tensor cores, x in registers (one row per thread; every lane of the warp takes part,
+// active or not): kMmaGroup records at a time.
+__device__ __forceinline__ void keops_fold_tile_mma(const Args& args, const Row& row, Accumulator& acc,
+                                                    const keops_t* tile, const keops_acc_t* norms,
+                                                    const MmaRows& held, float* exchange, int len, long j0) {
   for (int t = 0; t < len; t += kMmaGroup) {
-    float d[2][kMmaTiles][4];
-#pragma unroll
-    for (int m = 0; m < 2; m++)
-#pragma unroll
-      for (int n = 0; n < kMmaTiles; n++)
-#pragma unroll
-        for (int q = 0; q < 4; q++) d[m][n][q] = 0.0f;
+    MmaTile d;
+    keops_mma_zero(d);
 #pragma unroll kMmaUnroll
     for (int s = 0; s < kMmaSteps; s++) {
-      float a[2][4];
 #pragma unroll
-      for (int m = 0; m < 2; m++) {
-#if KEOPS_MMA_A_IN_REGISTERS
-        for (int q = 0; q < 4; q++) a[m][q] = held.a[s][m][q];
+      for (int n = 0; n < kMmaTiles; n++) {
+        float b0, b1;
+        keops_mma_b(tile + t * kRecordStride, s, n, b0, b1);
+#pragma unroll
+        for (int m = 0; m < 2; m++) keops_mma_tf32(d[m][n], held.a[s][m], b0, b1);
+      }
+    }
+    keops_mma_screen(args, row, acc, d, norms + t, exchange, len - t, j0 + t, tile + t * kRecordStride,
+                     kRecordStride);
+  }
+}
 #else
-        keops_mma_fragment(x_rows, kMmaXStride, s, m, a[m]);
-#endif
-      }
-#pragma unroll
-      for (int n = 0; n < kMmaTiles; n++) {
-        const keops_t* b = tile + (t + 8 * n + g) * kRecordStride + 8 * s + c;
-        const float b0 = b[0], b1 = b[4];
-#pragma unroll
-        for (int m = 0; m < 2; m++) keops_mma_tf32(d[m][n], a[m], b0, b1);
-      }
+// Beyond 64 dimensions (GEMM-like): a block's warps share tiles of kTileRecords records; the dimensions go by chunks
+// of kMmaChunkSteps steps, each staged for the tile's records (block-wide) and for each warp's 32 rows, their
+// products accumulated in registers (kTileRecords / kMmaGroup groups of 2 x kMmaTiles mma tiles per warp) across
+// the chunks. Then every group is screened; its exact evaluations read the records in global memory. |y|^2 of the
+// records: kNormParts partial sums (all threads) added in a fixed order.
+constexpr int kMmaChunks = (kMmaSteps + kMmaChunkSteps - 1) / kMmaChunkSteps;
+constexpr int kMmaGroups = kTileRecords / kMmaGroup;
+constexpr int kNormParts = {{MMA_NORM_PARTS}};
+static_assert(kTileRecords % kMmaGroup == 0 && kRecordStride >= 8 * kMmaChunkSteps, "chunked tiles");
+static_assert(kScreen && !kSkipInnerLoop, "the chunked kernels screen a KMin or Min search");
+
+// Stages dimensions [dim0, dim0 + 8 kMmaChunkSteps) of records [j0, j0 + len) into the tile (zeros past
+// kScreenDim), 16 bytes at a time when the rows allow it.
+__device__ __forceinline__ void keops_mma_stage_records(const keops_t* y, long j0, int len, int dim0,
+                                                        keops_t* tile) {
+  constexpr int kChunk = 8 * kMmaChunkSteps;
+  const int width = kScreenDim - dim0 < kChunk ? kScreenDim - dim0 : kChunk;
+  const keops_t* const src = y + j0 * kScreenDim + dim0;
+  if (kScreenDim % 4 == 0 && (reinterpret_cast<unsigned long long>(src) & 15) == 0) {
+    const int quads = kChunk / 4;
+    for (int e = threadIdx.x; e < len * quads; e += blockDim.x) {
+      const int r = e / quads, q = 4 * (e % quads);
+      float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      if (q < width) v = *reinterpret_cast<const float4*>(src + (long)r * kScreenDim + q);
+      *reinterpret_cast<float4*>(tile + r * kRecordStride + q) = v;
     }
-    // Row 16m + g (+ 8) of the warp, records 8n + 2c and 8n + 2c + 1 of the group.
-#pragma unroll
-    for (int m = 0; m < 2; m++) {
-#pragma unroll
-      for (int n = 0; n < kMmaTiles; n++) {
-        *reinterpret_cast<float2*>(exchange + (16 * m + g) * kMmaExchangeStride + 8 * n + 2 * c) =
-            make_float2(d[m][n][0], d[m][n][1]);
-        *reinterpret_cast<float2*>(exchange + (16 * m + g + 8) * kMmaExchangeStride + 8 * n + 2 * c) =
-            make_float2(d[m][n][2], d[m][n][3]);
-      }
-    }
-    keops_syncwarp();
-    float dot[kMmaGroup];
-#pragma unroll
-    for (int u = 0; u < kMmaGroup; u += 4) {
-      const float4 v = *reinterpret_cast<const float4*>(exchange + lane * kMmaExchangeStride + u);
-      dot[u] = v.x;
-      dot[u + 1] = v.y;
-      dot[u + 2] = v.z;
-      dot[u + 3] = v.w;
-    }
-    keops_syncwarp();  // every lane has read its row before the next group writes
-    const keops_acc_t bar = acc.val[kScreenSlot] * keops_screen_tau();
-    unsigned keep = 0;  // bit u: record t + u needs the exact value
-#pragma unroll
-    for (int u = 0; u < kMmaGroup; u++) {
-      const keops_acc_t n = row.norm + norms[t + u];
-      const keops_acc_t a = n - 2 * dot[u];
-      const keops_acc_t lhs = a * keops_screen_alpha();
-      const bool skip = a >= 0 && lhs >= bar + (n * keops_screen_beta() + keops_screen_eta()) &&
-                        lhs < keops_inf<keops_acc_t>();
-      keep |= (skip ? 0u : 1u) << u;
-    }
-    if (!row.active) keep = 0;
-    if (len - t < kMmaGroup) keep &= (1u << (len - t)) - 1u;
-    while (keep != 0) {
-      const int u = keops_lowest_bit(keep);
-      keep &= keep - 1u;
-      keops_t fout[kDimFout];
-      keops_eval(args, row.outer_global, row.hoisted, tile + (t + u) * kRecordStride, fout);
-      keops_fold_one(acc, fout, j0 + t + u);
+  } else {
+    for (int e = threadIdx.x; e < len * kChunk; e += blockDim.x) {
+      const int r = e / kChunk, k = e % kChunk;
+      tile[r * kRecordStride + k] = k < width ? src[(long)r * kScreenDim + k] : 0.0f;
     }
   }
 }
+
+__device__ __forceinline__ void keops_sweep_mma(const Args& args, Row& row, long j_begin, long j_end,
+                                                unsigned char* shared) {
+  keops_t* const tile = reinterpret_cast<keops_t*>(shared);
+  keops_acc_t* const norms = reinterpret_cast<keops_acc_t*>(tile + kTileRecords * kRecordStride);
+  keops_acc_t* const partial_norms = norms + kTileRecords;
+  float* const warp_area = reinterpret_cast<float*>(partial_norms + kNormParts * kTileRecords) +
+                           (threadIdx.x >> 5) * 32 * (kMmaXStride + kMmaExchangeStride);
+  float* const x_rows = warp_area;
+  float* const exchange = warp_area + 32 * kMmaXStride;
+  const keops_t* const y = args.p[kMmaYArg];
+  // One chunk: the rows of x are staged once for the whole sweep.
+  if (kMmaChunks == 1) keops_mma_stage(row, x_rows, kMmaXStride, 0, kMmaChunkSteps);
+  for (long tile_start = j_begin; tile_start < j_end; tile_start += kTileRecords) {
+    const int len = (int)(j_end - tile_start < (long)kTileRecords ? j_end - tile_start : (long)kTileRecords);
+    // |y|^2 by parts of the dimensions, then the parts in order.
+    constexpr int kPartDims = (kScreenDim + kNormParts - 1) / kNormParts;
+    for (int e = threadIdx.x; e < len * kNormParts; e += blockDim.x) {
+      const int r = e % len, part = e / len;
+      const int lo = part * kPartDims, hi = lo + kPartDims < kScreenDim ? lo + kPartDims : kScreenDim;
+      partial_norms[part * kTileRecords + r] =
+          lo < hi ? keops_square_norm(y + (tile_start + r) * kScreenDim + lo, hi - lo) : 0;
+    }
+    MmaTile d[kMmaGroups];
+#pragma unroll
+    for (int h = 0; h < kMmaGroups; h++) keops_mma_zero(d[h]);
+    for (int chunk = 0; chunk < kMmaChunks; chunk++) {
+      const int first_step = chunk * kMmaChunkSteps;
+      keops_mma_stage_records(y, tile_start, len, 8 * first_step, tile);
+      if (kMmaChunks > 1) keops_mma_stage(row, x_rows, kMmaXStride, first_step, kMmaChunkSteps);
+      __syncthreads();
+#pragma unroll kMmaUnroll
+      for (int s = 0; s < kMmaChunkSteps; s++) {
+        float a[2][4];
+#pragma unroll
+        for (int m = 0; m < 2; m++) keops_mma_fragment(x_rows, kMmaXStride, s, m, a[m]);
+#pragma unroll
+        for (int h = 0; h < kMmaGroups; h++) {
+#pragma unroll
+          for (int n = 0; n < kMmaTiles; n++) {
+            float b0, b1;
+            keops_mma_b(tile + h * kMmaGroup * kRecordStride, s, n, b0, b1);
+#pragma unroll
+            for (int m = 0; m < 2; m++) keops_mma_tf32(d[h][n][m] == 0 ? d[h][m][n] : d[h][m][n], a[m], b0, b1);
+          }
+        }
+      }
+      __syncthreads();  // the tile and the rows are staged again for the next chunk
+    }
+    for (int r = threadIdx.x; r < len; r += blockDim.x) {
+      keops_acc_t sum = 0;
+      for (int part = 0; part < kNormParts; part++) sum += partial_norms[part * kTileRecords + r];
+      norms[r] = sum;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int h = 0; h < kMmaGroups; h++) {
+      const int t = h * kMmaGroup;
+      if (t >= len) break;
+      keops_mma_screen(args, row, row.acc, d[h], norms + t, exchange, len - t, tile_start + t,
+                       y + (tile_start + t) * kScreenDim, kScreenDim);
+    }
+    __syncthreads();  // norms are rewritten by the next tile
+  }
+}
+#endif
 #endif
 
 // Folds the len staged records of a tile (global index j0 + t) into acc[r], in j order for every row. 32-bit
@@ -463,40 +614,31 @@ __device__ __forceinline__ void keops_fold_tile(const Args& args, const Row (&ro
 // Folds inner rows [j_begin, j_end) into the rows' accumulators. Every thread of the block calls it with the same
 // interval (it synchronises the block); only threads with an active row fold (with tensor cores, every thread:
 // mma.sync needs the whole warp).
+#if KEOPS_MMA && !KEOPS_MMA_A_IN_REGISTERS
+__device__ __forceinline__ void keops_sweep(const Args& args, Row (&rows)[kRows], long j_begin, long j_end,
+                                            keops_t* tile) {
+  keops_require_warp_blocks();
+  keops_sweep_mma(args, rows[0], j_begin, j_end, reinterpret_cast<unsigned char*>(tile));
+}
+#else
 __device__ __forceinline__ void keops_sweep(const Args& args, Row (&rows)[kRows], long j_begin, long j_end,
                                             keops_t* tile) {
   // Zero_Reduction reads nothing: an empty loop (an early return would leave an unreachable one).
   const long sweep_end = kSkipInnerLoop ? j_begin : j_end;
-  bool any_active = KEOPS_MMA ? true : false;
-  for (int r = 0; r < kRows; r++) any_active |= rows[r].active;
-  const int tile_capacity = kTileRecords > 0 ? kTileRecords : (int)blockDim.x;
-  keops_acc_t* const norms = reinterpret_cast<keops_acc_t*>(tile + tile_capacity * kRecordStride);
 #if KEOPS_MMA
   keops_require_warp_blocks();
-  const int warp_first = threadIdx.x & ~31;
-  float* const after_norms = reinterpret_cast<float*>(norms + tile_capacity);
+  const bool any_active = true;
   MmaRows held;
-#if KEOPS_MMA_A_IN_REGISTERS
-  // x goes through the warp's part of the tile (free until the first records are staged) into registers.
-  float* const x_rows = tile + warp_first * kRecordStride;
-  float* const exchange = after_norms + warp_first * kMmaExchangeStride;
-  keops_mma_stage(rows[0], x_rows, kRecordStride);
-  keops_syncwarp();
-#pragma unroll
-  for (int s = 0; s < kMmaSteps; s++) {
-#pragma unroll
-    for (int m = 0; m < 2; m++) keops_mma_fragment(x_rows, kRecordStride, s, m, held.a[s][m]);
-  }
-  __syncthreads();  // every warp holds its x before the tile is written
+  keops_mma_hold_rows(rows[0], tile, held);
+  float* const exchange = reinterpret_cast<float*>(tile + blockDim.x * kRecordStride) + blockDim.x +
+                          (threadIdx.x & ~31) * kMmaExchangeStride;
 #else
-  float* const x_rows = after_norms + warp_first * kMmaXStride;
-  float* const exchange = after_norms + blockDim.x * kMmaXStride + warp_first * kMmaExchangeStride;
-  keops_mma_stage(rows[0], x_rows, kMmaXStride);
+  bool any_active = false;
+  for (int r = 0; r < kRows; r++) any_active |= rows[r].active;
 #endif
-  keops_mma_zero_padding(tile, tile_capacity);
-#endif
-  for (long tile_start = j_begin; tile_start < sweep_end; tile_start += tile_capacity) {
-    const int len = (int)(j_end - tile_start < (long)tile_capacity ? j_end - tile_start : (long)tile_capacity);
+  keops_acc_t* const norms = reinterpret_cast<keops_acc_t*>(tile + blockDim.x * kRecordStride);
+  for (long tile_start = j_begin; tile_start < sweep_end; tile_start += blockDim.x) {
+    const int len = (int)(j_end - tile_start < (long)blockDim.x ? j_end - tile_start : (long)blockDim.x);
     keops_load_tile(args, tile_start, len, tile);
     __syncthreads();
     if (kScreen) {
@@ -516,7 +658,7 @@ __device__ __forceinline__ void keops_sweep(const Args& args, Row (&rows)[kRows]
         }
       }
 #if KEOPS_MMA
-      keops_fold_tile_mma(args, rows[0], acc[0], tile, norms, held, x_rows, exchange, len, tile_start);
+      keops_fold_tile_mma(args, rows[0], acc[0], tile, norms, held, exchange, len, tile_start);
 #else
       if (kScreen) {
         keops_fold_tile_screened(args, rows, acc, tile, norms, len, tile_start);
@@ -536,6 +678,7 @@ __device__ __forceinline__ void keops_sweep(const Args& args, Row (&rows)[kRows]
     __syncthreads();
   }
 }
+#endif
 
 // The arguments and outputs of batch entry b.
 __device__ __forceinline__ void keops_batch_shift(const long long* batch_offsets, long b, Args& args,

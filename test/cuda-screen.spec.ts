@@ -10,6 +10,7 @@ import { expect } from 'chai';
 import { buildRangesLookup } from '../lib/backend/cuda/launch';
 import { planReduction } from '../lib/backend/plan';
 import { generateCudaKernels } from '../lib/codegen/cuda';
+import { cLiteral } from '../lib/codegen/names';
 import { cudaSqDistScreen, MIN_SCREEN_DIM } from '../lib/codegen/cuda-screen';
 import type { ArgPosition } from '../lib/codegen/formula';
 import { parseReductionWithVariables } from '../lib/formula/index';
@@ -85,6 +86,9 @@ describe('CUDA kernels: screened k-nearest-neighbour search (emulated)', functio
     /** Screen on (emulated) tensor cores; blocks of `block` threads (whole warps). */
     readonly tensorCores?: boolean;
     readonly block?: number;
+    /** Output rows and reduced rows (tag 0; default M and N); other sizes run the 1D and split kernels only. */
+    readonly m?: number;
+    readonly n?: number;
   }
 
   async function same(
@@ -107,15 +111,17 @@ describe('CUDA kernels: screened k-nearest-neighbour search (emulated)', functio
     const exact = generateCudaKernels(c.reduction, { ...base, screen: false });
     expect(screened.body).to.include('kScreen = true');
     expect(screened.tensorCores).to.equal(variant.tensorCores === true);
-    const rowsOf = (p: ArgPosition): number => (p.cat === 0 ? M : N);
+    const m = variant.m ?? M;
+    const n = variant.n ?? N;
+    const rowsOf = (p: ArgPosition): number => (p.cat === 0 ? m : n);
     const raw = c.positions.map((p, pos) => data(rowsOf(p), p.dim, seed + pos));
     const args = raw.map((a) => Float32Array.from(a));
-    const [nx, ny] = tag === 0 ? [M, N] : [N, M];
+    const [nx, ny] = tag === 0 ? [m, n] : [n, m];
     const launches: EmulatedLaunch[] = [
       { scheme: '1d', nx, ny, blockSize: BLOCK, args },
       { scheme: 'split', nx, ny, blockSize: BLOCK, splits: Math.ceil(ny / 20), slice: 20, args },
     ];
-    if (tag === 0) {
+    if (tag === 0 && m === M && n === N) {
       // Two row blocks (rows 13..15 in none), the second over three j intervals, one of them overlapping.
       const ranges: Ranges = [
         [0, 13, 16, M],
@@ -226,6 +232,42 @@ describe('CUDA kernels: screened k-nearest-neighbour search (emulated)', functio
       await same('KMin_ArgKMin_Reduction(SqDist(y,x),1,0)', 36, uniform, 23, tc(32)); // D = 36: padded to 40
       await same('ArgMin_Reduction(SqDist(x,y),0)', 32, uniform, 24, tc(32));
       await same('KMin_ArgKMin_Reduction(SqDist(x,y),4,1)', 128, uniform, 25, tc(64));
+    });
+
+    it('beyond 64 dimensions by chunks: several chunks (padded), several tiles, blocks of 1 to 3 warps', async () => {
+      // D = 200: 25 steps in 2 chunks of 13 (the last one padded); 150 reduced rows: 3 tiles of 64, the last short.
+      await same('ArgKMin_Reduction(SqDist(x,y),10,0)', 200, uniform, 31, { ...tc(96), m: 70, n: 150 });
+      // D = 300: 38 steps in 3 chunks of 13; both tags.
+      await same('KMin_ArgKMin_Reduction(SqDist(x,y),5,1)', 300, uniform, 32, { ...tc(32), m: 40, n: 100 });
+      await same('Min_ArgMin_Reduction(SqDist(x,y),0)', 72, duplicates, 33, { ...tc(64), m: 65, n: 129 });
+    });
+
+    it("needs its wider bound: with the FMA dot products' bound, the emulated tensor cores change results", async () => {
+      // The emulation reads operands at their worst (truncated to TF32): a bound that ignores that skips pairs
+      // that belong to the k smallest. This is what the tests above would catch if the bound were too tight.
+      const c = parse('KMin_ArgKMin_Reduction(SqDist(x,y),5,0)', 40);
+      const opts = { dtype: 'float32' as const, sumScheme: 'direct_sum' as const, positions: c.positions };
+      const tensor = generateCudaKernels(c.reduction, { ...opts, tensorCores: true });
+      const exact = generateCudaKernels(c.reduction, { ...opts, screen: false });
+      const fmaBeta = cudaSqDistScreen(c.reduction, c.positions)?.beta as number;
+      const tightBeta = `keops_screen_beta() { return ${cLiteral(fmaBeta, 'keops_acc_t')}; }`;
+      const tight = {
+        ...tensor,
+        source: tensor.source.replace(/keops_screen_beta\(\) \{ return [^;]+; \}/, tightBeta),
+      };
+      expect(tight.source).to.include(tightBeta);
+      const args = [uniform(200, 40, 41), uniform(300, 40, 42)].map((a) => Float32Array.from(a));
+      const launch: EmulatedLaunch = { scheme: '1d', nx: 200, ny: 300, blockSize: 64, args };
+      const [exeTight, exeTensor, exeExact] = await Promise.all([
+        emulator.compile(tight),
+        emulator.compile(tensor),
+        emulator.compile(exact),
+      ]);
+      const want = await emulator.run(exeExact, exact, launch);
+      const got = await emulator.run(exeTensor, tensor, launch);
+      const wrong = await emulator.run(exeTight, tight, launch);
+      expect([...got.idx]).to.deep.equal([...want.idx]);
+      expect([...wrong.idx]).to.not.deep.equal([...want.idx]);
     });
 
     it('a common offset of 2^20, exact ties and near-duplicates, NaN / inf / overflow, K > N', async () => {

@@ -103,6 +103,8 @@ export interface CudaKernels {
   readonly tensorCores: boolean;
   /** Blocks must be a multiple of 32 threads (warp-wide mma.sync). */
   readonly warpBlocks: boolean;
+  /** Dimensions each pair's tensor-core dot product covers (D padded to whole steps and chunks); 0 without. */
+  readonly tensorCoreDims: number;
 }
 
 const SCHEME_CODE: Readonly<Record<CudaSumScheme, string>> = {
@@ -134,45 +136,64 @@ const TWO_ROWS_MAX_STATE = 16;
 const MMA_GROUP_X_IN_REGISTERS = 16;
 const MMA_GROUP = 32;
 /**
- * Records per tile of the tensor-core kernels that stage x in shared memory: a fixed tile shared by all the warps
- * of a block (each warp's staged rows of x already take 4·D bytes per thread; a tile of blockDim.x records would
- * take as much again and halve the resident warps).
- */
-const MMA_TILE_RECORDS = 32;
-/**
  * Steps of 8 dimensions up to which each lane holds its A fragments (x) in registers (8 per step; ptxas for sm_90:
- * 187 registers at D = 64, 238 at D = 96, 255 and spills at D = 128): beyond, the
- * warp's rows of x take shared memory, which costs occupancy.
+ * 187 registers at D = 64, 238 at D = 96, 255 and spills at D = 128). Beyond, the kernels go GEMM-like: the
+ * dimensions by chunks of MMA_CHUNK_STEPS steps, staged for the warps' rows of x and for a tile of
+ * MMA_TILE_RECORDS records shared by the block's warps, the products of each group accumulated in registers.
  */
 const MMA_REGISTER_STEPS = 8;
+const MMA_CHUNK_STEPS = 16;
+const MMA_TILE_RECORDS = 64;
+/** Partial sums of |y|^2 per record in the chunked kernels (so that the whole block computes them). */
+const MMA_NORM_PARTS = 8;
 
-/**
- * Shared-memory strides of the tensor-core screening (values), chosen for conflict-free fragment loads: a j record
- * of `tile` (lane (g, c) reads dimension 8s + c of record g: stride ≡ 4 mod 8 puts the 32 lanes in 32 banks) and a
- * staged row of x (lane (g, c) reads the pair 8s + 2c of row g: stride ≡ 8 mod 16). Both cover ⌈D/8⌉·8 values, the
- * ones past D zero.
- */
-function mmaStrides(dim: number): {
+interface MmaLayout {
   readonly steps: number;
+  readonly xInRegisters: boolean;
+  /** Steps per staged chunk (all of them when x is in registers). */
+  readonly chunkSteps: number;
+  /** Values from one staged record to the next, and from one staged row of x to the next (0: in registers). */
   readonly record: number;
   readonly x: number;
-  readonly xInRegisters: boolean;
   readonly group: number;
   readonly exchange: number;
   readonly unroll: number;
-} {
+  /** Records per tile (0: blockDim.x) and shared bytes per block (the chunked kernels' tile and |y|^2 sums). */
+  readonly tileRecords: number;
+  readonly sharedPerBlock: number;
+  readonly sharedPerThread: number;
+}
+
+/**
+ * Layout of the tensor-core screening. Strides (values) are chosen for conflict-free fragment loads: a staged
+ * record (lane (g, c) reads dimension 8s + c of record g: stride ≡ 4 mod 8 puts the 32 lanes in 32 banks) and a
+ * staged row of x (lane (g, c) reads the pair 8s + 2c of row g: stride ≡ 8 mod 16). Staged values past D are zero.
+ */
+function mmaLayout(dim: number): MmaLayout {
   const steps = Math.ceil(dim / MMA_K);
   const xInRegisters = steps <= MMA_REGISTER_STEPS;
+  // As few chunks as MMA_CHUNK_STEPS allows, of equal size (98 steps: 7 chunks of 14, no padding chunk).
+  const chunkSteps = xInRegisters ? steps : Math.ceil(steps / Math.ceil(steps / MMA_CHUNK_STEPS));
   const group = xInRegisters ? MMA_GROUP_X_IN_REGISTERS : MMA_GROUP;
+  const record = chunkSteps * MMA_K + 4;
+  const x = xInRegisters ? 0 : chunkSteps * MMA_K + 8;
+  const exchange = group + 4;
+  const tileRecords = xInRegisters ? 0 : MMA_TILE_RECORDS;
+  const f32 = BYTES.float32;
   return {
     steps,
-    record: steps * MMA_K + 4,
-    x: xInRegisters ? 0 : steps * MMA_K + 8,
     xInRegisters,
+    chunkSteps,
+    record,
+    x,
     group,
-    exchange: group + 4,
-    // Every step up to 32 of them; beyond, the largest divisor of the steps up to 8 (no remainder loop).
-    unroll: steps <= 32 ? steps : ([8, 7, 6, 5, 4, 3, 2, 1].find((u) => steps % u === 0) ?? 1),
+    exchange,
+    unroll: xInRegisters ? steps : ([8, 4, 2, 1].find((u) => chunkSteps % u === 0) ?? 1),
+    tileRecords,
+    // x in registers: per thread a tile record, its |y|^2 and the exchange row; chunked: per thread the staged row
+    // of x and the exchange row, per block the tile, |y|^2 and its partial sums.
+    sharedPerThread: xInRegisters ? (record + 1 + exchange) * f32 : (x + exchange) * f32,
+    sharedPerBlock: xInRegisters ? 0 : tileRecords * (record + 1 + MMA_NORM_PARTS) * f32,
   };
 }
 
@@ -327,12 +348,11 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
     formula.args.length === 2 &&
     cudaSqDistScreen(red, opts.positions) !== undefined;
   const screen = screenable ? cudaSqDistScreen(red, opts.positions, { tensorCores }) : undefined;
-  const mma = tensorCores && screen !== undefined ? mmaStrides(screen.dim) : undefined;
+  const mma = tensorCores && screen !== undefined ? mmaLayout(screen.dim) : undefined;
   const recordStride = mma?.record ?? dimInner;
   const outerArg = formula.args.find((a) => a.role === 'outer');
   const loadTile = tileLoader(recordStride);
-  const tileRecords = mma !== undefined && !mma.xInRegisters ? MMA_TILE_RECORDS : 0;
-  const recordBytes = recordStride * BYTES[opts.dtype] + (screen === undefined ? 0 : BYTES[dtypeAcc]);
+  const innerArg = formula.args.find((a) => a.role === 'inner');
   const screenOffset = (pos: number): number =>
     packedOffset.get(formula.args.find((a) => a.pos === pos) as FormulaArgument) as number;
   const accLiteral = (v: number): string => cLiteral(v, 'keops_acc_t');
@@ -389,7 +409,10 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
       MMA_X_STRIDE: String(mma?.x ?? 0),
       MMA_A_IN_REGISTERS: mma?.xInRegisters === true ? '1' : '0',
       MMA_UNROLL: String(mma?.unroll ?? 1),
-      TILE_RECORDS: String(tileRecords),
+      TILE_RECORDS: String(mma?.tileRecords ?? 0),
+      MMA_CHUNK_STEPS: String(mma?.chunkSteps ?? 0),
+      MMA_NORM_PARTS: String(MMA_NORM_PARTS),
+      MMA_Y_ARG: String(innerArg?.pos ?? 0),
       MMA_GROUP: String(mma?.group ?? MMA_GROUP),
       MMA_EXCHANGE_STRIDE: String(mma?.exchange ?? 0),
       MMA_X_ARG: String(outerArg?.pos ?? 0),
@@ -412,17 +435,16 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
     dtypeAcc,
     sumScheme: scheme,
     argSlots,
-    // The tile and |y|^2 of each record (per thread, or per block for a fixed tile), and with tensor cores each
-    // warp's exchange buffer and staged rows of x.
+    // The tile (a record per thread) and |y|^2 of each record, or the tensor-core layout's bytes.
     sharedBytesPerThread:
-      (tileRecords === 0 ? recordBytes : 0) +
-      (mma === undefined ? 0 : (mma.x + mma.exchange) * BYTES.float32),
-    sharedBytesPerBlock: tileRecords * recordBytes,
-    tileRecords,
+      mma?.sharedPerThread ?? recordStride * BYTES[opts.dtype] + (screen === undefined ? 0 : BYTES[dtypeAcc]),
+    sharedBytesPerBlock: mma?.sharedPerBlock ?? 0,
+    tileRecords: mma?.tileRecords ?? 0,
     partialSlots: { val: Math.max(1, red.layout.dimredVal), idx: Math.max(1, red.layout.dimredIdx) },
     fastMath: opts.dtype === 'float32',
     rowsPerThread,
     tensorCores: mma !== undefined,
     warpBlocks: mma !== undefined,
+    tensorCoreDims: mma === undefined ? 0 : Math.ceil(mma.steps / mma.chunkSteps) * mma.chunkSteps * MMA_K,
   };
 }

@@ -53,6 +53,7 @@ struct __attribute__((aligned(16))) float4 {
   float x, y, z, w;
 };
 static inline float2 make_float2(float x, float y) { return {x, y}; }
+static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 
 #define __global__
 #define __device__
