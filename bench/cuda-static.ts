@@ -130,11 +130,6 @@ const CASES: readonly Case[] = [
   },
 ];
 
-/** The dimension of the case's first variable (the k-NN cases' D). */
-function dimOf(c: Case): number {
-  return Number(/,(\d+)\)$/.exec(c.aliases[0])?.[1]);
-}
-
 /** The kernels the CUDA backend generates for a case (runner.ts: block_sum for sum-type reductions). */
 function kernelsOf(c: Case): CudaKernels {
   const parsed = parseReductionWithVariables(c.text, c.aliases);
