@@ -13,6 +13,9 @@
 // half the compile time of a small kernel.
 #define KEOPS_LIBM(f) __builtin_##f
 #endif
+// A branch condition that is almost always true: its code is laid out in line (the CUDA hot-path folds, where
+// NVCC otherwise puts the common case out of line behind two extra jumps). GCC, Clang and NVRTC all have the builtin.
+#define KEOPS_LIKELY(c) __builtin_expect(!!(c), 1)
 
 // exp(double) for the GPU: CUDA's algorithm (x = n ln2 + r, a degree-11 polynomial, 2^n added to the
 // exponent), with its coefficients in constant memory, which FP64 FMAs read as operands: CUDA's own exp
