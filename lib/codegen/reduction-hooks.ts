@@ -23,14 +23,9 @@
  *
  * and, for reductions whose fold has a cheap common case (Max_SumShiftExp(Weight): a term at or below the
  * running maximum), a fold with a branch to that case, for kernels that branch per pair (the CUDA kernels; the
- * CPU kernel's vectorised loops keep the branch-free `fold`), with `hotSlots` values of state derived from `val`
- * that make the common case cheaper (e.g. the maximum pre-scaled by −log2 e):
+ * CPU kernel's vectorised loops keep the branch-free `fold`):
  *
- *   KEOPS_HD void <prefix>_fold_hot(TA* val, int* idx, TA* hot, const T* fout, long j)   // results as _fold
- *   KEOPS_HD void <prefix>_hot_sync(const TA* val, TA* hot)   // recomputes `hot` after `val` changed otherwise
- *
- * A kernel calls `_hot_sync` after every change of `val` that is not a `_fold_hot` (init, merge) and before the
- * next `_fold_hot`; `_fold_hot` keeps `hot` in step itself.
+ *   KEOPS_HD void <prefix>_fold_hot(TA* val, int* idx, const T* fout, long j)   // same results as _fold
  */
 import { KeOpsError } from '../errors';
 import type { Reduction, ReductionEmitContext } from '../formula/reduction';
@@ -44,8 +39,6 @@ export interface ReductionHooksOptions {
   readonly names: NameAllocator;
   /** Fixed prefix of the hook names (reserved in `names`), e.g. 'keops_red'. */
   readonly prefix: string;
-  /** What `TAcc` stands for: float32 hot paths may work in base 2 (see emitShiftExpHotFold). */
-  readonly accDtype: 'float32' | 'float64';
 }
 
 export interface ReductionHooks {
@@ -59,7 +52,7 @@ export interface ReductionHooks {
   /** Present when the reduction has a monotone skip test (see above). */
   readonly canSkip?: string;
   /** Present when the reduction has a fold with a hot path (see above). */
-  readonly hot?: { readonly fold: string; readonly sync: string; readonly slots: number };
+  readonly foldHot?: string;
 }
 
 /**
@@ -84,72 +77,28 @@ const SKIP_TESTS: ReadonlyMap<string, (ctx: ReductionEmitContext, val: string, f
     ['KMin_ArgKMin_Reduction', emitKMinCanSkip],
   ]);
 
-/** A hot-path fold: its body (`hot` names the state array) and that of the sync hook. */
-interface HotFold {
-  readonly fold: string;
-  readonly sync: string;
-  readonly slots: number;
-}
-
 /**
  * Max_SumShiftExp(Weight): d = f − m <= 0 (f at or below the maximum, both finite, or f = −∞, or m = +∞) adds
  * e^d·w, which is what the full fold computes in those cases (e^{f−m}, e^0 on a tie); d > 0 (a new maximum) and
  * d = NaN (NaN, or both infinite of one sign) take the full fold. One compare and branch instead of the full
- * fold's selects on every term.
- *
- * float accumulators work in base 2 on that path: hot[0] = −m·log2 e (updated only when m changes, on the rare
- * path), so that d·log2 e = f·log2 e + hot[0] is one FMA and e^d = 2^(d·log2 e) needs no multiply before the MUFU
- * (fast math computes e^x as 2^(x·log2 e) anyway). The branch and the full fold are exactly as above: hot[0] is
- * +∞ (every term takes the full fold) while m·log2 e overflows for a finite m (|m| > 2.3e38), and ±∞ / NaN give
- * the same d signs as f − m. The scaled maximum is rounded, so a term's exponent is off by at most |m|·2^-24
- * (f itself, computed in float, carries an error of that order), and a term within that of m may be added at
- * e^0 without raising m, which changes e^m·s by the same relative amount. double accumulators keep d = f − m.
+ * fold's selects on every term. The common case is marked likely: NVCC then lays it out in line (it otherwise puts
+ * it out of line, two jumps more per pair).
  */
-function emitShiftExpHotFold(
-  ctx: ReductionEmitContext,
-  names: { val: string; hot: string; fout: string },
-  fullFold: string,
-  accDtype: 'float32' | 'float64',
-): HotFold {
-  const { val, hot, fout } = names;
+function emitShiftExpHotFold(ctx: ReductionEmitContext, val: string, fout: string, fullFold: string): string {
   const n = ctx.red.layout.dimredVal - 1;
   const weighted = ctx.red.fout.dim > 1;
-  const T = ctx.T;
   const [d, c] = [ctx.fresh('d'), ctx.fresh('c')];
   const w = (k: string): string => (weighted ? `${fout}[1 + ${k}]` : ctx.lit(1));
-  const add = `${forEach(ctx, n, (k) => `${val}[1 + ${k}] += ${c} * ${w(k)};`)}`;
-  if (accDtype !== 'float32') {
-    return {
-      fold:
-        `(void)${hot}; const ${T} ${d} = (${T})${fout}[0] - ${val}[0]; ` +
-        `if (KEOPS_LIKELY(${d} <= ${ctx.lit(0)})) { const ${T} ${c} = keops_exp(${d}); ${add} } else ${fullFold}`,
-      sync: `(void)${val}; (void)${hot};`,
-      slots: 0,
-    };
-  }
-  const h = ctx.fresh('h');
-  // a * b + c, contracted into one FMA by the CUDA compilers (an explicit fma would load the constant separately).
-  const sync =
-    `const ${T} ${h} = ${val}[0] * ${ctx.lit(-Math.LOG2E)}; ` +
-    `${hot}[0] = ${h} == -keops_inf<${T}>() && ${val}[0] != keops_inf<${T}>() ? keops_inf<${T}>() : ${h};`;
-  return {
-    fold:
-      `const ${T} ${d} = (${T})${fout}[0] * ${ctx.lit(Math.LOG2E)} + ${hot}[0]; ` +
-      `if (KEOPS_LIKELY(${d} <= ${ctx.lit(0)})) { const ${T} ${c} = keops_exp2(${d}); ${add} } ` +
-      `else { ${fullFold} { ${sync} } }`,
-    sync,
-    slots: 1,
-  };
+  return (
+    `const ${ctx.T} ${d} = (${ctx.T})${fout}[0] - ${val}[0]; ` +
+    `if (KEOPS_LIKELY(${d} <= ${ctx.lit(0)})) { const ${ctx.T} ${c} = keops_exp(${d}); ` +
+    `${forEach(ctx, n, (k) => `${val}[1 + ${k}] += ${c} * ${w(k)};`)} } else ${fullFold}`
+  );
 }
 
 const HOT_FOLDS: ReadonlyMap<
   string,
-  (
-    ctx: ReductionEmitContext,
-    names: { val: string; hot: string; fout: string },
-    fullFold: string,
-    accDtype: 'float32' | 'float64',
-  ) => HotFold
+  (ctx: ReductionEmitContext, val: string, fout: string, fullFold: string) => string
 > = new Map([
   ['Max_SumShiftExp_Reduction', emitShiftExpHotFold],
   ['Max_SumShiftExpWeight_Reduction', emitShiftExpHotFold],
@@ -242,7 +191,7 @@ export function generateReductionHooks(red: Reduction, opts: ReductionHooksOptio
   const def = red.def;
   const fn = (name: string, params: string, body: string, returns = 'void'): string =>
     `KEOPS_HD ${returns} ${names.reserve(name)}(${params}) {\n  ${body}\n}\n`;
-  const [val, idx, val2, idx2, fout, j, outVal, outIdx, comp, hotState] = [
+  const [val, idx, val2, idx2, fout, j, outVal, outIdx, comp] = [
     'val',
     'idx',
     'val2',
@@ -252,7 +201,6 @@ export function generateReductionHooks(red: Reduction, opts: ReductionHooksOptio
     'out_val',
     'out_idx',
     'comp',
-    'hot',
   ].map((h) => names.fresh(h));
 
   const hookNames = {
@@ -298,19 +246,16 @@ export function generateReductionHooks(red: Reduction, opts: ReductionHooksOptio
     source += fn(canSkip, `const ${TAcc}* ${val}, const ${T}* ${fout}`, skipTest(ctx, val, fout), 'bool');
   }
   const hotFold = HOT_FOLDS.get(def.name);
-  let hot: ReductionHooks['hot'];
+  let foldHot: string | undefined;
   if (hotFold !== undefined) {
-    const fullFold = `{ ${def.emitFold(ctx, val, idx, fout, j)} }`;
-    const code = hotFold(ctx, { val, hot: hotState, fout }, fullFold, opts.accDtype);
-    hot = { fold: `${prefix}_fold_hot`, sync: `${prefix}_hot_sync`, slots: code.slots };
-    source +=
-      fn(
-        hot.fold,
-        `${TAcc}* ${val}, int* ${idx}, ${TAcc}* ${hotState}, const ${T}* ${fout}, long ${j}`,
-        `(void)${idx}; (void)${j}; ${code.fold}`,
-      ) + fn(hot.sync, `const ${TAcc}* ${val}, ${TAcc}* ${hotState}`, code.sync);
+    foldHot = `${prefix}_fold_hot`;
+    source += fn(
+      foldHot,
+      `${TAcc}* ${val}, int* ${idx}, const ${T}* ${fout}, long ${j}`,
+      `(void)${idx}; (void)${j}; ` + hotFold(ctx, val, fout, `{ ${def.emitFold(ctx, val, idx, fout, j)} }`),
+    );
   }
-  return { source, ...hookNames, kahan, canSkip, hot };
+  return { source, ...hookNames, kahan, canSkip, foldHot };
 }
 
 /** The error for a sum scheme the reduction does not support. */
