@@ -51,8 +51,9 @@ constexpr int kHoistedSlots = kHoistedScalars > 0 ? kHoistedScalars : 1;
 // Output rows per thread: rows first + r * blockDim.x, r < kRows, of a block of blockDim.x * kRows rows. Every
 // staged j record is read once from shared memory for all of them, and the loop control is shared too.
 constexpr int kRows = {{ROWS_PER_THREAD}};
-// KMin family: the j values are evaluated kSkipGroup at a time and tested against one snapshot of the
-// accumulator (the `can_skip` hook): one branch per group instead of one per pair; 1 = no group test.
+// KMin family: the j values are evaluated kSkipGroup at a time and their componentwise minimum is tested against
+// one snapshot of the accumulator (the `can_skip` hook, which holds for a group when it holds for its minimum): one
+// compare and one branch per group instead of one per pair; 1 = no group test.
 constexpr int kSkipGroup = {{SKIP_GROUP}};
 // Pairs per step of the j loop (1 for wide records, whose pair is already a long unrolled body).
 constexpr int kUnroll = {{UNROLL}};
@@ -243,15 +244,21 @@ __device__ __forceinline__ void keops_fold_tile(const Args& args, const Row (&ro
   if (kSkipGroup > 1) {
     for (; t + kSkipGroup <= len; t += kSkipGroup) {
       keops_t fout[kSkipGroup][kRows][kDimFout];
-      bool skip = true;
+      keops_t low[kRows][kDimFout];  // componentwise minimum over the group, NaN ignored: one test per row
 #pragma unroll
       for (int u = 0; u < kSkipGroup; u++) {
 #pragma unroll
         for (int r = 0; r < kRows; r++) {
           keops_eval(args, rows[r].outer, rows[r].hoisted, tile + (t + u) * kDimInner, fout[u][r]);
-          skip &= {{HOOK_CAN_SKIP}}(acc[r].val, fout[u][r]);
+#pragma unroll
+          for (int l = 0; l < kDimFout; l++) {
+            low[r][l] = u == 0 ? fout[u][r][l] : keops_fmin(low[r][l], fout[u][r][l]);
+          }
         }
       }
+      bool skip = true;
+#pragma unroll
+      for (int r = 0; r < kRows; r++) skip &= {{HOOK_CAN_SKIP}}(acc[r].val, low[r]);
       if (skip) continue;
 #pragma unroll
       for (int u = 0; u < kSkipGroup; u++) {

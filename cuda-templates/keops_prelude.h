@@ -200,6 +200,9 @@ KEOPS_HD float keops_round(float x) { return KEOPS_LIBM(roundf)(x); }
 KEOPS_HD double keops_round(double x) { return KEOPS_LIBM(round)(x); }
 KEOPS_HD float keops_abs(float x) { return KEOPS_LIBM(fabsf)(x); }
 KEOPS_HD double keops_abs(double x) { return KEOPS_LIBM(fabs)(x); }
+// The smaller of a and b, NaN ignored (the other operand wins): one min instruction on the GPU.
+KEOPS_HD float keops_fmin(float a, float b) { return KEOPS_LIBM(fminf)(a, b); }
+KEOPS_HD double keops_fmin(double a, double b) { return KEOPS_LIBM(fmin)(a, b); }
 KEOPS_HD float keops_min(float a, float b) { return a < b ? a : b; }
 KEOPS_HD double keops_min(double a, double b) { return a < b ? a : b; }
 KEOPS_HD float keops_max(float a, float b) { return a > b ? a : b; }

@@ -19,7 +19,9 @@
  *   KEOPS_HD bool <prefix>_can_skip(const TA* val, const T* fout)
  *
  * true when folding `fout` into `val` would change nothing, and then also for every state `val` can later reach
- * (so a kernel may test many values against one snapshot of the accumulator, e.g. in a SIMD loop).
+ * (so a kernel may test many values against one snapshot of the accumulator, e.g. in a SIMD loop), and exactly when
+ * it holds for each of a group of values it holds for their componentwise minimum with NaN ignored (keops_fmin), so
+ * a kernel may test that minimum once (the CUDA kernels do).
  *
  * and, for reductions whose fold has a cheap common case (Max_SumShiftExp(Weight): a term at or below the
  * running maximum), a fold with a branch to that case, for kernels that branch per pair (the CUDA kernels; the
