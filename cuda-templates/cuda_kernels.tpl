@@ -43,11 +43,14 @@ constexpr int kDimInner = {{DIM_INNER}};  // values of the reduced-row variables
 constexpr int kArgSlots = {{ARG_SLOTS}};
 // Values of the sub-formulas that read no inner variable, computed once per output row by the prologue.
 constexpr int kHoistedScalars = {{HOISTED_SCALARS}};
+// State of the hot-path fold (LogSumExp in float: its maximum scaled by -log2 e, and the sums at the last sync).
+constexpr int kHotSlots = {{HOT_SLOTS}};
 // C++ arrays cannot be empty.
 constexpr int kValSlots = kDimRedVal > 0 ? kDimRedVal : 1;
 constexpr int kIdxSlots = kDimRedIdx > 0 ? kDimRedIdx : 1;
 constexpr int kOuterSlots = kDimOuter > 0 ? kDimOuter : 1;
 constexpr int kHoistedSlots = kHoistedScalars > 0 ? kHoistedScalars : 1;
+constexpr int kHotArraySlots = kHotSlots > 0 ? kHotSlots : 1;
 // Output rows per thread: rows first + r * blockDim.x, r < kRows, of a block of blockDim.x * kRows rows. Every
 // staged j record is read once from shared memory for all of them, and the loop control is shared too.
 constexpr int kRows = {{ROWS_PER_THREAD}};
@@ -87,12 +90,14 @@ struct Args {
 struct Accumulator {
   keops_acc_t val[kValSlots];
   int idx[kIdxSlots];
-  keops_acc_t comp[kValSlots];  // kahan_scheme compensations
+  keops_acc_t comp[kValSlots];     // kahan_scheme compensations
+  keops_acc_t hot[kHotArraySlots];  // the hot-path fold's state: synced after init and merges, settled before reads
 };
 
 __device__ __forceinline__ void keops_reset(Accumulator& acc) {
   {{HOOK_INIT}}(acc.val, acc.idx);
   for (int k = 0; k < kValSlots; k++) acc.comp[k] = 0;
+  {{HOOK_HOT_SYNC}}(acc.val, acc.hot);
 }
 
 // The per-pair fold: the reduction's hot-path fold (the full fold, or a shortcut for its common case that gives
@@ -101,20 +106,24 @@ __device__ __forceinline__ void keops_fold_one(Accumulator& acc, const keops_t* 
   if (kScheme == KEOPS_SCHEME_KAHAN) {
     {{HOOK_FOLD_KAHAN}}(acc.val, acc.idx, acc.comp, fout, j);
   } else {
-    {{HOOK_FOLD_HOT}}(acc.val, acc.idx, fout, j);
+    {{HOOK_FOLD_HOT}}(acc.val, acc.idx, acc.hot, fout, j);
   }
 }
 
-// Folds the compensation of kahan_scheme into the values (nothing to do for the other schemes).
+// Folds the compensation of kahan_scheme, or what the hot-path fold keeps aside, into the values.
 __device__ __forceinline__ void keops_settle(Accumulator& acc) {
   if (kScheme == KEOPS_SCHEME_KAHAN) {
     {{HOOK_SETTLE_KAHAN}}(acc.val, acc.comp);
+  } else {
+    {{HOOK_HOT_SETTLE}}(acc.val, acc.hot);
   }
 }
 
 __device__ __forceinline__ void keops_merge_into(Accumulator& dst, Accumulator& src) {
   keops_settle(src);
+  if (kScheme != KEOPS_SCHEME_KAHAN) {{HOOK_HOT_SETTLE}}(dst.val, dst.hot);
   {{HOOK_MERGE}}(dst.val, dst.idx, src.val, src.idx);
+  if (kScheme != KEOPS_SCHEME_KAHAN) {{HOOK_HOT_SYNC}}(dst.val, dst.hot);
 }
 
 __device__ __forceinline__ void keops_finalize(Accumulator& acc, keops_t* out_val, int* out_idx, long i) {

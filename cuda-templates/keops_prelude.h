@@ -29,6 +29,7 @@ KEOPS_HD int keops_hi_word(double x) { return __double2hiint(x); }
 KEOPS_HD int keops_lo_word(double x) { return __double2loint(x); }
 KEOPS_HD double keops_from_words(int hi, int lo) { return __hiloint2double(hi, lo); }
 KEOPS_HD double keops_fma(double a, double b, double c) { return fma(a, b, c); }
+KEOPS_HD float keops_fma(float a, float b, float c) { return fmaf(a, b, c); }
 #else
 #define KEOPS_CONSTANT static const
 KEOPS_HD int keops_hi_word(double x) {
@@ -48,7 +49,12 @@ KEOPS_HD double keops_from_words(int hi, int lo) {
   return x;
 }
 KEOPS_HD double keops_fma(double a, double b, double c) { return __builtin_fma(a, b, c); }
+KEOPS_HD float keops_fma(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
 #endif
+// ±log2(e) in float, as FMA operands (the CUDA LogSumExp hot path): from constant memory, an FFMA operand; a
+// literal would first be moved into a register for every use.
+KEOPS_CONSTANT float keops_log2e_float = 1.44269504088896340736f;
+KEOPS_CONSTANT float keops_minus_log2e_float = -1.44269504088896340736f;
 // exp(r) - 1 - r over r^2 for |r| <= ln2/2, highest degree first (CUDA's exp polynomial).
 KEOPS_CONSTANT double keops_exp_coefficients[10] = {
     2.502232253650299e-08,  2.763090348817311e-07, 2.755751454588244e-06, 2.4801491039099165e-05,
