@@ -50,16 +50,20 @@ constexpr int kArgSlots = {{ARG_SLOTS}};
 constexpr int kHoistedScalars = {{HOISTED_SCALARS}};
 // Tensor-core screening (see kMmaSteps below): 1 or 0.
 #define KEOPS_MMA {{MMA}}
+// State of the hot-path fold (LogSumExp in float: its maximum scaled by -log2 e, and the sums at the last sync).
+constexpr int kHotSlots = {{HOT_SLOTS}};
 // C++ arrays cannot be empty.
 constexpr int kValSlots = kDimRedVal > 0 ? kDimRedVal : 1;
 constexpr int kIdxSlots = kDimRedIdx > 0 ? kDimRedIdx : 1;
 constexpr int kOuterSlots = kDimOuter > 0 && !KEOPS_MMA ? kDimOuter : 1;  // tensor cores: x stays in global memory
 constexpr int kHoistedSlots = kHoistedScalars > 0 ? kHoistedScalars : 1;
+constexpr int kHotArraySlots = kHotSlots > 0 ? kHotSlots : 1;
 // Output rows per thread: rows first + r * blockDim.x, r < kRows, of a block of blockDim.x * kRows rows. Every
 // staged j record is read once from shared memory for all of them, and the loop control is shared too.
 constexpr int kRows = {{ROWS_PER_THREAD}};
-// KMin family: the j values are evaluated kSkipGroup at a time and tested against one snapshot of the
-// accumulator (the `can_skip` hook): one branch per group instead of one per pair; 1 = no group test.
+// KMin family: the j values are evaluated kSkipGroup at a time and their componentwise minimum is tested against
+// one snapshot of the accumulator (the `can_skip` hook, which holds for a group when it holds for its minimum): one
+// compare and one branch per group instead of one per pair; 1 = no group test.
 constexpr int kSkipGroup = {{SKIP_GROUP}};
 // Pairs per step of the j loop (1 for wide records, whose pair is already a long unrolled body).
 constexpr int kUnroll = {{UNROLL}};
@@ -117,12 +121,14 @@ struct Args {
 struct Accumulator {
   keops_acc_t val[kValSlots];
   int idx[kIdxSlots];
-  keops_acc_t comp[kValSlots];  // kahan_scheme compensations
+  keops_acc_t comp[kValSlots];     // kahan_scheme compensations
+  keops_acc_t hot[kHotArraySlots];  // the hot-path fold's state: synced after init and merges, settled before reads
 };
 
 __device__ __forceinline__ void keops_reset(Accumulator& acc) {
   {{HOOK_INIT}}(acc.val, acc.idx);
   for (int k = 0; k < kValSlots; k++) acc.comp[k] = 0;
+  {{HOOK_HOT_SYNC}}(acc.val, acc.hot);
 }
 
 // The per-pair fold: the reduction's hot-path fold (the full fold, or a shortcut for its common case that gives
@@ -131,20 +137,24 @@ __device__ __forceinline__ void keops_fold_one(Accumulator& acc, const keops_t* 
   if (kScheme == KEOPS_SCHEME_KAHAN) {
     {{HOOK_FOLD_KAHAN}}(acc.val, acc.idx, acc.comp, fout, j);
   } else {
-    {{HOOK_FOLD_HOT}}(acc.val, acc.idx, fout, j);
+    {{HOOK_FOLD_HOT}}(acc.val, acc.idx, acc.hot, fout, j);
   }
 }
 
-// Folds the compensation of kahan_scheme into the values (nothing to do for the other schemes).
+// Folds the compensation of kahan_scheme, or what the hot-path fold keeps aside, into the values.
 __device__ __forceinline__ void keops_settle(Accumulator& acc) {
   if (kScheme == KEOPS_SCHEME_KAHAN) {
     {{HOOK_SETTLE_KAHAN}}(acc.val, acc.comp);
+  } else {
+    {{HOOK_HOT_SETTLE}}(acc.val, acc.hot);
   }
 }
 
 __device__ __forceinline__ void keops_merge_into(Accumulator& dst, Accumulator& src) {
   keops_settle(src);
+  if (kScheme != KEOPS_SCHEME_KAHAN) {{HOOK_HOT_SETTLE}}(dst.val, dst.hot);
   {{HOOK_MERGE}}(dst.val, dst.idx, src.val, src.idx);
+  if (kScheme != KEOPS_SCHEME_KAHAN) {{HOOK_HOT_SYNC}}(dst.val, dst.hot);
 }
 
 __device__ __forceinline__ void keops_finalize(Accumulator& acc, keops_t* out_val, int* out_idx, long i) {
@@ -582,15 +592,21 @@ __device__ __forceinline__ void keops_fold_tile(const Args& args, const Row (&ro
   if (kSkipGroup > 1) {
     for (; t + kSkipGroup <= len; t += kSkipGroup) {
       keops_t fout[kSkipGroup][kRows][kDimFout];
-      bool skip = true;
+      keops_t low[kRows][kDimFout];  // componentwise minimum over the group, NaN ignored: one test per row
 #pragma unroll
       for (int u = 0; u < kSkipGroup; u++) {
 #pragma unroll
         for (int r = 0; r < kRows; r++) {
           keops_eval(args, rows[r].outer, rows[r].hoisted, tile + (t + u) * kRecordStride, fout[u][r]);
-          skip &= {{HOOK_CAN_SKIP}}(acc[r].val, fout[u][r]);
+#pragma unroll
+          for (int l = 0; l < kDimFout; l++) {
+            low[r][l] = u == 0 ? fout[u][r][l] : keops_fmin(low[r][l], fout[u][r][l]);
+          }
         }
       }
+      bool skip = true;
+#pragma unroll
+      for (int r = 0; r < kRows; r++) skip &= {{HOOK_CAN_SKIP}}(acc[r].val, low[r]);
       if (skip) continue;
 #pragma unroll
       for (int u = 0; u < kSkipGroup; u++) {

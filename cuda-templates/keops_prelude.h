@@ -13,6 +13,10 @@
 // half the compile time of a small kernel.
 #define KEOPS_LIBM(f) __builtin_##f
 #endif
+// Branch conditions that are almost always true / false: the common case is laid out in line (in the CUDA inner
+// loops, NVCC otherwise may put it out of line behind two extra jumps). GCC, Clang and NVRTC all have the builtin.
+#define KEOPS_LIKELY(c) __builtin_expect(!!(c), 1)
+#define KEOPS_UNLIKELY(c) __builtin_expect(!!(c), 0)
 
 // exp(double) for the GPU: CUDA's algorithm (x = n ln2 + r, a degree-11 polynomial, 2^n added to the
 // exponent), with its coefficients in constant memory, which FP64 FMAs read as operands: CUDA's own exp
@@ -25,6 +29,7 @@ KEOPS_HD int keops_hi_word(double x) { return __double2hiint(x); }
 KEOPS_HD int keops_lo_word(double x) { return __double2loint(x); }
 KEOPS_HD double keops_from_words(int hi, int lo) { return __hiloint2double(hi, lo); }
 KEOPS_HD double keops_fma(double a, double b, double c) { return fma(a, b, c); }
+KEOPS_HD float keops_fma(float a, float b, float c) { return fmaf(a, b, c); }
 #else
 #define KEOPS_CONSTANT static const
 KEOPS_HD int keops_hi_word(double x) {
@@ -44,24 +49,39 @@ KEOPS_HD double keops_from_words(int hi, int lo) {
   return x;
 }
 KEOPS_HD double keops_fma(double a, double b, double c) { return __builtin_fma(a, b, c); }
+KEOPS_HD float keops_fma(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
 #endif
+// ±log2(e) in float, as FMA operands (the CUDA LogSumExp hot path): from constant memory, an FFMA operand; a
+// literal would first be moved into a register for every use.
+KEOPS_CONSTANT float keops_log2e_float = 1.44269504088896340736f;
+KEOPS_CONSTANT float keops_minus_log2e_float = -1.44269504088896340736f;
 // exp(r) - 1 - r over r^2 for |r| <= ln2/2, highest degree first (CUDA's exp polynomial).
 KEOPS_CONSTANT double keops_exp_coefficients[10] = {
     2.502232253650299e-08,  2.763090348817311e-07, 2.755751454588244e-06, 2.4801491039099165e-05,
     0.00019841269589115497, 0.001388888894591638,  0.008333333333455043,  0.041666666666519754,
     0.16666666666666477,    0.5000000000000012};
+// The FMA operands of the argument reduction and of the last two steps, likewise: written as literals, each is
+// rebuilt in registers for every use (a move per constant per pair in an unrolled loop).
+enum { KEOPS_EXP_LOG2E, KEOPS_EXP_SHIFT, KEOPS_EXP_MINUS_LN2_HI, KEOPS_EXP_MINUS_LN2_LO, KEOPS_EXP_ONE };
+KEOPS_CONSTANT double keops_exp_constants[5] = {
+    1.4426950408889634,     // log2(e)
+    6755399441055744.0,     // 1.5 * 2^52: t's low word is round(x / ln2)
+    -0.6931471805599453,    // -ln 2, in two parts
+    -2.3190468138462996e-17,
+    1.0};
 KEOPS_HD double keops_exp_device(double x) {
-  const double shift = 6755399441055744.0;  // 1.5 * 2^52: t's low word is round(x / ln2)
-  const double t = keops_fma(x, 1.4426950408889634, shift);
+  const double shift = keops_exp_constants[KEOPS_EXP_SHIFT];
+  const double t = keops_fma(x, keops_exp_constants[KEOPS_EXP_LOG2E], shift);
   const double n = t - shift;
-  double r = keops_fma(n, -0.6931471805599453, x);  // ln 2 in two parts
-  r = keops_fma(n, -2.3190468138462996e-17, r);
+  double r = keops_fma(n, keops_exp_constants[KEOPS_EXP_MINUS_LN2_HI], x);
+  r = keops_fma(n, keops_exp_constants[KEOPS_EXP_MINUS_LN2_LO], r);
   double p = keops_exp_coefficients[0];
   for (int k = 1; k < 10; k++) p = keops_fma(p, r, keops_exp_coefficients[k]);
-  p = keops_fma(p, r, 1.0);
-  p = keops_fma(p, r, 1.0);
-  // |x| < 708.39 (0x4086232B: its high word; inf and NaN have larger ones): 2^n p is a normal number.
-  if ((keops_hi_word(x) & 0x7fffffff) >= 0x4086232B) return KEOPS_LIBM(exp)(x);
+  p = keops_fma(p, r, keops_exp_constants[KEOPS_EXP_ONE]);
+  p = keops_fma(p, r, keops_exp_constants[KEOPS_EXP_ONE]);
+  // |x| < 708.39 (0x4086232B: its high word; inf and NaN have larger ones): 2^n p is a normal number. The other
+  // case is marked unlikely, so that the common one is laid out in line (one jump less per pair).
+  if (KEOPS_UNLIKELY((keops_hi_word(x) & 0x7fffffff) >= 0x4086232B)) return KEOPS_LIBM(exp)(x);
   return keops_from_words(keops_hi_word(p) + (keops_lo_word(t) << 20), keops_lo_word(p));
 }
 
@@ -197,6 +217,9 @@ KEOPS_HD float keops_round(float x) { return KEOPS_LIBM(roundf)(x); }
 KEOPS_HD double keops_round(double x) { return KEOPS_LIBM(round)(x); }
 KEOPS_HD float keops_abs(float x) { return KEOPS_LIBM(fabsf)(x); }
 KEOPS_HD double keops_abs(double x) { return KEOPS_LIBM(fabs)(x); }
+// The smaller of a and b, NaN ignored (the other operand wins): one min instruction on the GPU.
+KEOPS_HD float keops_fmin(float a, float b) { return KEOPS_LIBM(fminf)(a, b); }
+KEOPS_HD double keops_fmin(double a, double b) { return KEOPS_LIBM(fmin)(a, b); }
 KEOPS_HD float keops_min(float a, float b) { return a < b ? a : b; }
 KEOPS_HD double keops_min(double a, double b) { return a < b ? a : b; }
 KEOPS_HD float keops_max(float a, float b) { return a > b ? a : b; }

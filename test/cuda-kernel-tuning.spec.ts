@@ -134,6 +134,36 @@ describe('CUDA kernels: several rows per thread, KMin group test, LogSumExp hot 
     }
   });
 
+  it('KMin group test on the minimum of the group: NaN, ±inf, all-NaN groups and ties give the reference', async () => {
+    // f = SqDist(x,y) + b: NaN in a whole group of 4 (j = 4..7: a tile of 4 is one group), NaN last in a group
+    // whose other values enter (j = 3, 27: a minimum that let NaN through would skip them), NaN beside finite
+    // values, -inf (enters first), +inf (never below the threshold), and an exact tie (b equal, y equal).
+    const special = (pos: number, p: ArgPosition, tag: number): Float64Array => {
+      const a = randArray(rng(11 + pos), rowsOf(p) * p.dim, 0, 0.1);
+      if (p.cat === tag || p.cat === 2) return a;
+      if (pos === 1) a.copyWithin(3 * 21, 3 * 20, 3 * 21); // y_21 = y_20
+      if (pos === 2) {
+        a[3] = NaN;
+        a.fill(NaN, 4, 8);
+        a[25] = -0.5;
+        a[27] = NaN;
+        a[9] = NaN;
+        a[13] = -Infinity;
+        a[17] = Infinity;
+        a[18] = Infinity;
+        a[21] = a[20];
+        a[30] = NaN;
+        a[31] = -Infinity;
+      }
+      return a;
+    };
+    for (const rows of [1, 2]) {
+      await check('KMin_ArgKMin_Reduction(SqDist(x,y)+b,5,0)', 'float32', 'direct_sum', rows, special);
+      await check('ArgKMin_Reduction(SqDist(x,y)+b,3,0)', 'float64', 'direct_sum', rows, special);
+    }
+    await check('Min_ArgMin_Reduction(SqDist(x,y)+b,0)', 'float32', 'direct_sum', 2, special);
+  });
+
   it('K above the unrolled insertion (loop form) and K > N (missing ranks stay at the neutral entry)', async () => {
     await check('KMin_ArgKMin_Reduction(SqDist(x,y),20,0)', 'float64', 'direct_sum', 1, random(5));
     await check('KMin_ArgKMin_Reduction(SqDist(x,y),35,1)', 'float32', 'direct_sum', 1, random(6));

@@ -318,6 +318,21 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
         `KEOPS_HD void ${names.reserve(noKahan.settle)}(keops_acc_t*, keops_acc_t*) {}\n`
       : '';
   const kahan = hooks.kahan ?? noKahan;
+  // Without a hot-path fold, the per-pair fold is the full one and there is no hot state.
+  const noHot = {
+    fold: 'keops_no_hot_fold',
+    sync: 'keops_no_hot_sync',
+    settle: 'keops_no_hot_settle',
+    slots: 0,
+  };
+  const hotStubs =
+    hooks.hot === undefined
+      ? `KEOPS_HD void ${names.reserve(noHot.fold)}(keops_acc_t* val, int* idx, keops_acc_t*, const keops_t* fout, ` +
+        `long j) { ${hooks.fold}(val, idx, fout, j); }\n` +
+        `KEOPS_HD void ${names.reserve(noHot.sync)}(const keops_acc_t*, keops_acc_t*) {}\n` +
+        `KEOPS_HD void ${names.reserve(noHot.settle)}(keops_acc_t*, keops_acc_t*) {}\n`
+      : '';
+  const hot = hooks.hot ?? noHot;
   const noSkip = 'keops_no_skip_test';
   const skipStub =
     hooks.canSkip === undefined
@@ -377,7 +392,7 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
       T: CPP_TYPE[opts.dtype],
       TACC: CPP_TYPE[dtypeAcc],
       FORMULA: formula.source,
-      HOOKS: hooks.source + kahanStubs + skipStub,
+      HOOKS: hooks.source + kahanStubs + skipStub + hotStubs,
       SCHEME: SCHEME_CODE[scheme],
       SKIP_INNER_LOOP: red.def.name === 'Zero_Reduction' ? 'true' : 'false',
       DIM_FOUT: String(formula.dimOut),
@@ -389,7 +404,10 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
       DIM_INNER: String(dimInner),
       ARG_SLOTS: String(argSlots),
       HOOK_INIT: hooks.init,
-      HOOK_FOLD_HOT: hooks.foldHot ?? hooks.fold,
+      HOOK_FOLD_HOT: hot.fold,
+      HOOK_HOT_SYNC: hot.sync,
+      HOOK_HOT_SETTLE: hot.settle,
+      HOT_SLOTS: String(hot.slots),
       HOOK_CAN_SKIP: hooks.canSkip ?? noSkip,
       ROWS_PER_THREAD: String(rowsPerThread),
       SKIP_GROUP: String(skipGroup),

@@ -83,6 +83,7 @@ export function generateKernelParts(red: Reduction, opts: KernelPartsOptions): K
     TAcc: 'keops_acc_t',
     names,
     prefix: 'keops_red',
+    accDtype: opts.dtypeAcc,
   });
   return { names, formula, hooks, scheme: red.def.sumType ? opts.sumScheme : 'direct_sum' };
 }

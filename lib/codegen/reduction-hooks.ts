@@ -19,13 +19,22 @@
  *   KEOPS_HD bool <prefix>_can_skip(const TA* val, const T* fout)
  *
  * true when folding `fout` into `val` would change nothing, and then also for every state `val` can later reach
- * (so a kernel may test many values against one snapshot of the accumulator, e.g. in a SIMD loop).
+ * (so a kernel may test many values against one snapshot of the accumulator, e.g. in a SIMD loop), and exactly when
+ * it holds for each of a group of values it holds for their componentwise minimum with NaN ignored (keops_fmin), so
+ * a kernel may test that minimum once (the CUDA kernels do).
  *
  * and, for reductions whose fold has a cheap common case (Max_SumShiftExp(Weight): a term at or below the
  * running maximum), a fold with a branch to that case, for kernels that branch per pair (the CUDA kernels; the
- * CPU kernel's vectorised loops keep the branch-free `fold`):
+ * CPU kernel's vectorised loops keep the branch-free `fold`), with `hotSlots` values of state that make the common
+ * case cheaper (e.g. the maximum pre-scaled by −log2 e):
  *
- *   KEOPS_HD void <prefix>_fold_hot(TA* val, int* idx, const T* fout, long j)   // same results as _fold
+ *   KEOPS_HD void <prefix>_fold_hot(TA* val, int* idx, TA* hot, const T* fout, long j)
+ *   KEOPS_HD void <prefix>_hot_sync(const TA* val, TA* hot)    // starts the hot state from val
+ *   KEOPS_HD void <prefix>_hot_settle(TA* val, TA* hot)        // makes val what _fold would have made it
+ *
+ * Between a `_hot_sync` and a `_hot_settle`, `val` may be folded by `_fold_hot` only; after the settle it holds
+ * what the same terms folded by `_fold` give (to rounding), and the state is synced again. A kernel syncs after
+ * every other change of `val` (init, merge) and settles before anything reads `val` (merge, finalize, partials).
  */
 import { KeOpsError } from '../errors';
 import type { Reduction, ReductionEmitContext } from '../formula/reduction';
@@ -39,6 +48,8 @@ export interface ReductionHooksOptions {
   readonly names: NameAllocator;
   /** Fixed prefix of the hook names (reserved in `names`), e.g. 'keops_red'. */
   readonly prefix: string;
+  /** What `TAcc` stands for: float32 hot paths work in base 2 (see emitShiftExpHotFold). */
+  readonly accDtype: 'float32' | 'float64';
 }
 
 export interface ReductionHooks {
@@ -52,7 +63,12 @@ export interface ReductionHooks {
   /** Present when the reduction has a monotone skip test (see above). */
   readonly canSkip?: string;
   /** Present when the reduction has a fold with a hot path (see above). */
-  readonly foldHot?: string;
+  readonly hot?: {
+    readonly fold: string;
+    readonly sync: string;
+    readonly settle: string;
+    readonly slots: number;
+  };
 }
 
 /**
@@ -77,27 +93,90 @@ const SKIP_TESTS: ReadonlyMap<string, (ctx: ReductionEmitContext, val: string, f
     ['KMin_ArgKMin_Reduction', emitKMinCanSkip],
   ]);
 
+/** The bodies of a hot-path fold and of its state hooks (`hot` names the state array). */
+interface HotFold {
+  readonly fold: string;
+  readonly sync: string;
+  readonly settle: string;
+  readonly slots: number;
+}
+
 /**
  * Max_SumShiftExp(Weight): d = f − m <= 0 (f at or below the maximum, both finite, or f = −∞, or m = +∞) adds
  * e^d·w, which is what the full fold computes in those cases (e^{f−m}, e^0 on a tie); d > 0 (a new maximum) and
  * d = NaN (NaN, or both infinite of one sign) take the full fold. One compare and branch instead of the full
- * fold's selects on every term.
+ * fold's selects on every term. The common case is marked likely: NVCC then lays it out in line (it otherwise puts
+ * it out of line, two jumps more per pair).
+ *
+ * float accumulators take that case in base 2, as fast math computes e^x anyway (2^(x·log2 e)): with
+ * h = RN(−m·log2 e) kept in `hot` (recomputed only when m changes), (f − m)·log2 e is one exact FMA f·log2 e + h
+ * followed by the MUFU, instead of a subtraction and a multiply. h is rounded: every term so added carries the same
+ * factor 2^ρ, ρ = m·log2 e + h (an exact FMA), |ρ| <= half an ulp of m·log2 e; so `hot` also keeps the sums s0 at the
+ * last sync, and the settle scales what was added since, s = s0 + (s − s0)·2^−ρ, before anything reads s (the full
+ * fold, merge, finalize). Exponent differences are thus exact as in the full fold, whatever |m|. While |m·log2 e|
+ * >= 2^30 (2^ρ could overflow), or m is not finite, h = +∞ and every term takes the full fold. double
+ * accumulators keep d = f − m (no state).
  */
-function emitShiftExpHotFold(ctx: ReductionEmitContext, val: string, fout: string, fullFold: string): string {
+function emitShiftExpHotFold(
+  ctx: ReductionEmitContext,
+  names: { val: string; hot: string; fout: string },
+  fullFold: string,
+  accDtype: 'float32' | 'float64',
+): HotFold {
+  const { val, hot, fout } = names;
   const n = ctx.red.layout.dimredVal - 1;
   const weighted = ctx.red.fout.dim > 1;
+  const T = ctx.T;
   const [d, c] = [ctx.fresh('d'), ctx.fresh('c')];
   const w = (k: string): string => (weighted ? `${fout}[1 + ${k}]` : ctx.lit(1));
-  return (
-    `const ${ctx.T} ${d} = (${ctx.T})${fout}[0] - ${val}[0]; ` +
-    `if (${d} <= ${ctx.lit(0)}) { const ${ctx.T} ${c} = keops_exp(${d}); ` +
-    `${forEach(ctx, n, (k) => `${val}[1 + ${k}] += ${c} * ${w(k)};`)} } else ${fullFold}`
-  );
+  const add = forEach(ctx, n, (k) => `${val}[1 + ${k}] += ${c} * ${w(k)};`);
+  if (accDtype !== 'float32') {
+    return {
+      fold:
+        `(void)${hot}; const ${T} ${d} = (${T})${fout}[0] - ${val}[0]; ` +
+        `if (KEOPS_LIKELY(${d} <= ${ctx.lit(0)})) { const ${T} ${c} = keops_exp(${d}); ${add} } else ${fullFold}`,
+      sync: `(void)${val}; (void)${hot};`,
+      settle: `(void)${val}; (void)${hot};`,
+      slots: 0,
+    };
+  }
+  const [h, rho, back] = [ctx.fresh('h'), ctx.fresh('rho'), ctx.fresh('back')];
+  const sync =
+    `const ${T} ${h} = ${val}[0] * ${ctx.lit(-Math.LOG2E)}; ` +
+    `${hot}[0] = keops_abs(${h}) < ${ctx.lit(2 ** 30)} ? ${h} : keops_inf<${T}>(); ` +
+    forEach(ctx, n, (k) => `${hot}[1 + ${k}] = ${val}[1 + ${k}];`);
+  const settle =
+    `if (${hot}[0] < keops_inf<${T}>()) { ` +
+    `const ${T} ${rho} = keops_fma(${val}[0], keops_log2e_float, ${hot}[0]); ` +
+    `const ${T} ${back} = keops_exp2(-${rho}); ` +
+    forEach(
+      ctx,
+      n,
+      (k) =>
+        `${val}[1 + ${k}] = keops_fma(${val}[1 + ${k}] - ${hot}[1 + ${k}], ${back}, ${hot}[1 + ${k}]); ` +
+        `${hot}[1 + ${k}] = ${val}[1 + ${k}];`,
+    ) +
+    ` }`;
+  return {
+    // −f·(−log2 e): the negation of a formula ending in one (−SqDist) cancels.
+    fold:
+      `const ${T} ${d} = keops_fma(-(${T})${fout}[0], keops_minus_log2e_float, ${hot}[0]); ` +
+      `if (KEOPS_LIKELY(${d} <= ${ctx.lit(0)})) { const ${T} ${c} = keops_exp2(${d}); ${add} } ` +
+      `else { { ${settle} } ${fullFold} { ${sync} } }`,
+    sync,
+    settle,
+    slots: 1 + n,
+  };
 }
 
 const HOT_FOLDS: ReadonlyMap<
   string,
-  (ctx: ReductionEmitContext, val: string, fout: string, fullFold: string) => string
+  (
+    ctx: ReductionEmitContext,
+    names: { val: string; hot: string; fout: string },
+    fullFold: string,
+    accDtype: 'float32' | 'float64',
+  ) => HotFold
 > = new Map([
   ['Max_SumShiftExp_Reduction', emitShiftExpHotFold],
   ['Max_SumShiftExpWeight_Reduction', emitShiftExpHotFold],
@@ -190,7 +269,7 @@ export function generateReductionHooks(red: Reduction, opts: ReductionHooksOptio
   const def = red.def;
   const fn = (name: string, params: string, body: string, returns = 'void'): string =>
     `KEOPS_HD ${returns} ${names.reserve(name)}(${params}) {\n  ${body}\n}\n`;
-  const [val, idx, val2, idx2, fout, j, outVal, outIdx, comp] = [
+  const [val, idx, val2, idx2, fout, j, outVal, outIdx, comp, hotState] = [
     'val',
     'idx',
     'val2',
@@ -200,6 +279,7 @@ export function generateReductionHooks(red: Reduction, opts: ReductionHooksOptio
     'out_val',
     'out_idx',
     'comp',
+    'hot',
   ].map((h) => names.fresh(h));
 
   const hookNames = {
@@ -245,16 +325,26 @@ export function generateReductionHooks(red: Reduction, opts: ReductionHooksOptio
     source += fn(canSkip, `const ${TAcc}* ${val}, const ${T}* ${fout}`, skipTest(ctx, val, fout), 'bool');
   }
   const hotFold = HOT_FOLDS.get(def.name);
-  let foldHot: string | undefined;
+  let hot: ReductionHooks['hot'];
   if (hotFold !== undefined) {
-    foldHot = `${prefix}_fold_hot`;
-    source += fn(
-      foldHot,
-      `${TAcc}* ${val}, int* ${idx}, const ${T}* ${fout}, long ${j}`,
-      `(void)${idx}; (void)${j}; ` + hotFold(ctx, val, fout, `{ ${def.emitFold(ctx, val, idx, fout, j)} }`),
-    );
+    const fullFold = `{ ${def.emitFold(ctx, val, idx, fout, j)} }`;
+    const code = hotFold(ctx, { val, hot: hotState, fout }, fullFold, opts.accDtype);
+    hot = {
+      fold: `${prefix}_fold_hot`,
+      sync: `${prefix}_hot_sync`,
+      settle: `${prefix}_hot_settle`,
+      slots: code.slots,
+    };
+    source +=
+      fn(
+        hot.fold,
+        `${TAcc}* ${val}, int* ${idx}, ${TAcc}* ${hotState}, const ${T}* ${fout}, long ${j}`,
+        `(void)${idx}; (void)${j}; ${code.fold}`,
+      ) +
+      fn(hot.sync, `const ${TAcc}* ${val}, ${TAcc}* ${hotState}`, code.sync) +
+      fn(hot.settle, `${TAcc}* ${val}, ${TAcc}* ${hotState}`, code.settle);
   }
-  return { source, ...hookNames, kahan, canSkip, foldHot };
+  return { source, ...hookNames, kahan, canSkip, hot };
 }
 
 /** The error for a sum scheme the reduction does not support. */
