@@ -523,7 +523,9 @@ async function argKMin(settings: Settings, dim: number): Promise<void> {
         );
         // With K > N the missing ranks are +∞ with index -1: check the first min(K, N) of each row.
         const check = recallCheck(last, rows, K, k, (i) => knnRef(xs, ys, i, n, dim, k));
-        return { timing, check };
+        // Say which kernels ran: the screening on tensor cores (compute capability 8.0+, D >= 32) or not.
+        const tensorCores = g.kernelInfo('float32', 'cuda')?.tensorCores === true;
+        return { timing, check: { ...check, text: `${check.text}${tensorCores ? ', tensor cores' : ''}` } };
       },
     );
   }
