@@ -10,13 +10,14 @@
  *   npx ts-node --transpile-only bench/cuda-screen-rate.ts [--queries 100] [--write]
  *
  * Cases: uniform [0, 1) rows at D = 128 (100,000 base rows) and Fashion-MNIST (60,000 training images, D = 784,
- * raw 0-255 values; skipped when the dataset is not installed), k = 10. --write appends the table to
+ * raw 0-255 values; skipped when the dataset is not installed), k = 10; then the dot-product rankings the
+ * tensor-core kernels also screen: the inner product on the uniform rows, the cosine distance on Fashion-MNIST. --write appends the table to
  * bench/RESULTS.md.
  */
 import { existsSync, appendFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { cudaSqDistScreen, type CudaSqDistScreen } from '../lib/codegen/cuda-screen';
+import { cudaDotScreen, cudaSqDistScreen, type CudaSqDistScreen } from '../lib/codegen/cuda-screen';
 import { parseReductionWithVariables } from '../lib/formula/index';
 import { readIdxImages, uniform } from './data';
 
@@ -116,6 +117,65 @@ function rates(queries: Float32Array, base: Float32Array, dim: number): Rate {
   return { fma: kept.fma / (m * n), tensorCores: kept.tensorCores / (m * n) };
 }
 
+/**
+ * The same for a dot-product ranking f = c + sign·(x|y) (`-(x|y)`: c = 0, sign = −1; `1-(x|y)`: c = 1), which
+ * only the tensor-core kernels screen: the fraction of pairs their test sends to the exact path.
+ */
+function dotRate(queries: Float32Array, base: Float32Array, dim: number, formula: string): number {
+  const parsed = parseReductionWithVariables(`KMin_ArgKMin_Reduction(${formula},${K},0)`, [
+    `x = Vi(0,${dim})`,
+    `y = Vj(1,${dim})`,
+  ]);
+  const positions = parsed.variables.map((v) => ({ dim: v.dim, cat: v.cat }));
+  const screen = cudaDotScreen(parsed.reduction, positions);
+  if (screen === undefined) throw new Error(`no dot screening for ${formula}`);
+  const m = queries.length / dim;
+  const n = base.length / dim;
+  const qn = squareNorms(queries, dim);
+  const bn = squareNorms(base, dim);
+  const qt = truncateToTf32(queries);
+  const bt = truncateToTf32(base);
+  let kept = 0;
+  for (let i = 0; i < m; i++) {
+    const best = new Float64Array(K).fill(Infinity);
+    for (let j = 0; j < n; j++) {
+      let dotTf32 = 0;
+      for (let k = 0; k < dim; k++) dotTf32 += qt[i * dim + k] * bt[j * dim + k];
+      const norm = f(qn[i] + bn[j]);
+      const T = best[K - 1];
+      const bar = f(T + f(Math.abs(T) * 2 ** -20));
+      const q = f(-screen.b * norm + f(screen.c + screen.sign * f(dotTf32)));
+      const rhs = f(f(norm + screen.offset) * screen.kappa + bar);
+      if (q >= rhs && q < Infinity) continue;
+      kept++;
+      let p = 0;
+      for (let k = 0; k < dim; k++) p = f(p + f(queries[i * dim + k] * base[j * dim + k]));
+      const exact = f(screen.c + screen.sign * p);
+      if (exact < T) {
+        let r = K - 1;
+        while (r > 0 && best[r - 1] > exact) {
+          best[r] = best[r - 1];
+          r--;
+        }
+        best[r] = exact;
+      }
+    }
+  }
+  return kept / (m * n);
+}
+
+/** Rows scaled to unit length (cosine distance). */
+function normalizeRows(rows: Float32Array, dim: number): Float32Array {
+  const out = new Float32Array(rows.length);
+  for (let r = 0; r < rows.length / dim; r++) {
+    let s = 0;
+    for (let k = 0; k < dim; k++) s += rows[r * dim + k] ** 2;
+    const scale = s > 0 ? 1 / Math.sqrt(s) : 0;
+    for (let k = 0; k < dim; k++) out[r * dim + k] = rows[r * dim + k] * scale;
+  }
+  return out;
+}
+
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const at = (flag: string): string | undefined => {
@@ -124,6 +184,8 @@ async function main(): Promise<void> {
   };
   const queryCount = Number(at('--queries') ?? 100);
   const rows: string[] = [];
+  const dotRows: string[] = [];
+  const pct = (x: number): string => `${(100 * x).toFixed(3)}%`;
   const report = (label: string, r: Rate): void => {
     const line = `| ${label} | ${(100 * r.fma).toFixed(3)}% | ${(100 * r.tensorCores).toFixed(3)}% |`;
     rows.push(line);
@@ -134,16 +196,22 @@ async function main(): Promise<void> {
     const base = uniform(100_000 * dim, 7);
     const queries = uniform(queryCount * dim, 8);
     report(`uniform [0, 1), D = 128, ${queryCount} × 100,000, k = ${K}`, rates(queries, base, dim));
+    dotRows.push(
+      `| uniform [0, 1), D = 128, inner product \`-(x\|y)\` | ${pct(dotRate(queries, base, dim, '-(x|y)'))} |`,
+    );
+    console.log(dotRows[dotRows.length - 1]);
   }
   const train = join(FASHION_MNIST, 'train-images-idx3-ubyte.gz');
   const test = join(FASHION_MNIST, 't10k-images-idx3-ubyte.gz');
   if (existsSync(train) && existsSync(test)) {
     const base = await readIdxImages(train, 60_000);
     const queries = await readIdxImages(test, queryCount);
-    report(
-      `Fashion-MNIST, D = 784, ${queryCount} × 60,000, k = ${K}`,
-      rates(Float32Array.from(queries.data), Float32Array.from(base.data), base.dim),
-    );
+    const q = Float32Array.from(queries.data);
+    const b = Float32Array.from(base.data);
+    report(`Fashion-MNIST, D = 784, ${queryCount} × 60,000, k = ${K}`, rates(q, b, base.dim));
+    const cosine = dotRate(normalizeRows(q, base.dim), normalizeRows(b, base.dim), base.dim, '1-(x|y)');
+    dotRows.push(`| Fashion-MNIST, D = 784, cosine \`1-(x\|y)\` on unit rows | ${pct(cosine)} |`);
+    console.log(dotRows[dotRows.length - 1]);
   } else {
     console.log(`(Fashion-MNIST skipped: not in ${FASHION_MNIST})`);
   }
@@ -153,6 +221,8 @@ async function main(): Promise<void> {
     `CPU (${cpus()[0]?.model ?? 'CPU'}), pairs in j order per query row, with the constants of both bounds.\n\n` +
     `| data | FMA dot products | tensor cores (TF32) |\n| --- | --- | --- |\n` +
     rows.join('\n') +
+    '\n\nDot-product rankings (tensor cores only):\n\n| data | tensor cores (TF32) |\n| --- | --- |\n' +
+    dotRows.join('\n') +
     '\n';
   if (argv.includes('--write')) appendFileSync(join(__dirname, 'RESULTS.md'), text);
 }

@@ -107,6 +107,21 @@ const CASES: readonly Case[] = [
     tensorCores: true,
   },
   {
+    id: 'ip-d128',
+    label: 'KMin_ArgKMin K=10 f32, -(x|y), D=128',
+    text: 'KMin_ArgKMin_Reduction(-(x|y),10,0)',
+    aliases: ['x = Vi(0,128)', 'y = Vj(1,128)'],
+    dtype: 'float32',
+  },
+  {
+    id: 'ip-d128-tc',
+    label: 'KMin_ArgKMin K=10 f32, -(x|y), D=128, tensor cores',
+    text: 'KMin_ArgKMin_Reduction(-(x|y),10,0)',
+    aliases: ['x = Vi(0,128)', 'y = Vj(1,128)'],
+    dtype: 'float32',
+    tensorCores: true,
+  },
+  {
     id: 'argkmin-d784',
     label: 'ArgKMin K=10 f32, D=784',
     text: 'ArgKMin_Reduction(SqDist(x,y),10,0)',

@@ -83,6 +83,14 @@ __device__ __forceinline__ keops_acc_t keops_screen_alpha() { return {{SCREEN_AL
 __device__ __forceinline__ keops_acc_t keops_screen_beta() { return {{SCREEN_BETA}}; }
 __device__ __forceinline__ keops_acc_t keops_screen_tau() { return {{SCREEN_TAU}}; }
 __device__ __forceinline__ keops_acc_t keops_screen_eta() { return {{SCREEN_ETA}}; }
+// Tensor cores only: KMin or Min family over f = c + sign * (x|y) (lib/codegen/cuda-screen.ts, cudaDotScreen): skip
+// a pair when q = -b N + (c + sign dot) >= kappa (N + offset) + T + |T| 2^-20, with N = |x|^2 + |y|^2.
+#define KEOPS_SCREEN_DOT {{SCREEN_DOT}}
+__device__ __forceinline__ keops_acc_t keops_screen_dot_c() { return {{SCREEN_DOT_C}}; }
+__device__ __forceinline__ keops_acc_t keops_screen_dot_sign() { return {{SCREEN_DOT_SIGN}}; }
+__device__ __forceinline__ keops_acc_t keops_screen_dot_b() { return {{SCREEN_DOT_B}}; }
+__device__ __forceinline__ keops_acc_t keops_screen_dot_kappa() { return {{SCREEN_DOT_KAPPA}}; }
+__device__ __forceinline__ keops_acc_t keops_screen_dot_offset() { return {{SCREEN_DOT_OFFSET}}; }
 static_assert(kRecordStride >= kDimInner || kTileRecords > 0, "a tile record holds the reduced-row variables");
 // The screening's dot products on tensor cores (lib/codegen/cuda-screen.ts bounds their error): each warp
 // multiplies its 32 rows of x (in the mma fragment order) by kMmaGroup staged records at a time with mma.sync
@@ -413,8 +421,20 @@ __device__ __forceinline__ void keops_mma_screen(const Args& args, const Row& ro
   // The test of keops_fold_tile_screened, rearranged without changing what it proves: T tau + eta once per group
   // and N beta added to it by one FMA (fewer roundings of non-negative values than the bound allows for), and no
   // separate A >= 0 (the right side is at least eta > 0, so a negative A never passes). Branch-free.
-  const keops_acc_t bar = acc.val[kScreenSlot] * keops_screen_tau() + keops_screen_eta();
   unsigned keep = 0;  // bit u: record u needs the exact value
+#if KEOPS_SCREEN_DOT
+  const keops_acc_t threshold = acc.val[kScreenSlot];
+  const keops_acc_t bar = threshold + fabsf(threshold) * 0x1p-20f;
+#pragma unroll
+  for (int u = 0; u < kMmaGroup; u++) {
+    const keops_acc_t n = row.norm + norms[u];
+    const keops_acc_t q = fmaf(-keops_screen_dot_b(), n, keops_screen_dot_c() + keops_screen_dot_sign() * dot[u]);
+    const keops_acc_t rhs = fmaf(n + keops_screen_dot_offset(), keops_screen_dot_kappa(), bar);
+    const bool skip = (q >= rhs) & (q < keops_inf<keops_acc_t>());
+    if (!skip) keep |= 1u << u;
+  }
+#else
+  const keops_acc_t bar = acc.val[kScreenSlot] * keops_screen_tau() + keops_screen_eta();
 #pragma unroll
   for (int u = 0; u < kMmaGroup; u++) {
     const keops_acc_t n = row.norm + norms[u];
@@ -422,6 +442,7 @@ __device__ __forceinline__ void keops_mma_screen(const Args& args, const Row& ro
     const bool skip = (lhs >= fmaf(n, keops_screen_beta(), bar)) & (lhs < keops_inf<keops_acc_t>());
     if (!skip) keep |= 1u << u;
   }
+#endif
   if (!row.active) keep = 0;
   if (count < kMmaGroup) keep &= (1u << count) - 1u;
   while (keep != 0) {
@@ -812,3 +833,4 @@ extern "C" __global__ void {{PREFIX}}_ranges(long nx, long ny, Args args, keops_
 // Several reductions may share a translation unit: their macros must not meet.
 #undef KEOPS_MMA
 #undef KEOPS_MMA_A_IN_REGISTERS
+#undef KEOPS_SCREEN_DOT

@@ -42,6 +42,21 @@ const CASES: readonly {
     has: '#define KEOPS_MMA 1',
     tensorCores: true,
   },
+  // Dot-product rankings (inner product, cosine) on tensor cores, x in registers and by chunks.
+  {
+    text: 'KMin_ArgKMin_Reduction(-(x|y),10,0)',
+    aliases: ['x = Vi(0,64)', 'y = Vj(1,64)'],
+    dtype: 'float32',
+    has: '#define KEOPS_SCREEN_DOT 1',
+    tensorCores: true,
+  },
+  {
+    text: 'ArgKMin_Reduction(1-(x|y),10,0)',
+    aliases: ['x = Vi(0,256)', 'y = Vj(1,256)'],
+    dtype: 'float32',
+    has: '#define KEOPS_SCREEN_DOT 1',
+    tensorCores: true,
+  },
   {
     text: 'ArgKMin_Reduction(SqDist(x,y),10,0)',
     aliases: ['x = Vi(0,128)', 'y = Vj(1,128)'],

@@ -46,6 +46,16 @@ const duplicates: Data = (rows, dim, seed) => {
   }
   return out;
 };
+/** Rows of unit length with coordinates of both signs (cosine distances). */
+const normalized: Data = (rows, dim, seed) => {
+  const out = randArray(rng(seed), rows * dim, -1, 1);
+  for (let r = 0; r < rows; r++) {
+    let s = 0;
+    for (let k = 0; k < dim; k++) s += out[r * dim + k] ** 2;
+    for (let k = 0; k < dim; k++) out[r * dim + k] /= Math.sqrt(s);
+  }
+  return out;
+};
 const specials: Data = (rows, dim, seed) => {
   const out = uniform(rows, dim, seed);
   out[3 * dim + 1] = NaN;
@@ -79,6 +89,31 @@ describe('CUDA kernels: screened k-nearest-neighbour search (emulated)', functio
     const f64 = generateCudaKernels(c.reduction, { ...opts, dtype: 'float64' });
     expect(f64.body).to.include('constexpr bool kScreen = false;');
     expect(f64.sharedBytesPerThread).to.equal(64 * 8);
+    // Dot-product rankings are screened on tensor cores only; other shapes of (x|y) not at all.
+    const dotKernels = (text: string, tensorCores: boolean) => {
+      const p = parse(text, 64);
+      return generateCudaKernels(p.reduction, {
+        dtype: 'float32',
+        sumScheme: 'direct_sum',
+        positions: p.positions,
+        tensorCores,
+      });
+    };
+    for (const text of [
+      'KMin_ArgKMin_Reduction(-(x|y),5,0)',
+      'ArgKMin_Reduction(1-(x|y),5,0)',
+      'ArgMin_Reduction((x|y),0)',
+    ]) {
+      expect(dotKernels(text, false).body, text).to.include('constexpr bool kScreen = false;');
+      expect(dotKernels(text, true).body, text).to.include('#define KEOPS_SCREEN_DOT 1');
+    }
+    for (const text of [
+      'ArgKMin_Reduction(2*(x|y),5,0)',
+      'ArgKMin_Reduction(1-(x|y)*(x|y),5,0)',
+      'Sum_Reduction(-(x|y),0)',
+    ]) {
+      expect(dotKernels(text, true).tensorCores, text).to.equal(false);
+    }
   });
 
   interface Variant {
@@ -242,6 +277,20 @@ describe('CUDA kernels: screened k-nearest-neighbour search (emulated)', functio
       await same('Min_ArgMin_Reduction(SqDist(x,y),0)', 72, duplicates, 33, { ...tc(64), m: 65, n: 129 });
     });
 
+    it('dot-product rankings: -(x|y), 1-(x|y) on unit rows, (x|y); the Min family; both tags', async () => {
+      await same('KMin_ArgKMin_Reduction(-(x|y),10,0)', 48, uniform, 51, tc(32));
+      await same('ArgKMin_Reduction(1-(x|y),5,0)', 128, normalized, 52, { ...tc(64), m: 70, n: 150 });
+      await same('KMin_Reduction((x|y),3,1)', 40, normalized, 53, tc(32));
+      await same('Min_ArgMin_Reduction(-(x|y),0)', 200, normalized, 54, { ...tc(96), m: 40, n: 100 });
+    });
+
+    it('dot-product rankings: large offsets, ties, NaN / inf / overflow, K > N', async () => {
+      await same('KMin_ArgKMin_Reduction(-(x|y),4,0)', 40, offset, 55, tc(32));
+      await same('KMin_ArgKMin_Reduction(1-(x|y),3,0)', 36, duplicates, 56, tc(64));
+      await same('KMin_ArgKMin_Reduction(-(x|y),5,0)', 33, specials, 57, tc(32));
+      await same('KMin_ArgKMin_Reduction(-(x|y),50,0)', 32, uniform, 58, tc(32));
+    });
+
     it("needs its wider bound: with the FMA dot products' bound, the emulated tensor cores change results", async () => {
       // The emulation reads operands at their worst (truncated to TF32): a bound that ignores that skips pairs
       // that belong to the k smallest. This is what the tests above would catch if the bound were too tight.
@@ -306,5 +355,30 @@ describe('screened k-NN through Genred on the CUDA backend (emulated device)', f
     expect([...got]).to.deep.equal([...want]);
     // The emulated devices are of compute capability 9.0: the screening ran on (emulated) tensor cores.
     expect(cuda.kernelInfo('float32', 'cuda')?.tensorCores).to.equal(true);
+  });
+
+  it('cosine and inner-product k-NN (1-(x|y), -(x|y)) at D=96: the indices of the CPU backend', async function () {
+    target.require(this);
+    const [m, n, d] = [45, 257, 96];
+    const unit = (seed: number, rows: number): Float32Array => {
+      const v = randArray(rng(seed), rows * d, -1, 1);
+      for (let r = 0; r < rows; r++) {
+        const norm = Math.hypot(...v.subarray(r * d, (r + 1) * d));
+        for (let k = 0; k < d; k++) v[r * d + k] /= norm;
+      }
+      return Float32Array.from(v);
+    };
+    const x = unit(72, m);
+    const y = unit(73, n);
+    for (const formula of ['1-(x|y)', '-(x|y)']) {
+      const aliases = [`x = Vi(${d})`, `y = Vj(${d})`];
+      const options = { axis: 1 as const, reduction: 'ArgKMin' as const, k: 7 };
+      const cuda = new Genred(formula, aliases, { ...options, backend: 'cuda' });
+      const cpu = new Genred(formula, aliases, { ...options, backend: 'cpu' });
+      const got = (await cuda.call([x, y])) as Int32Array;
+      const want = (await cpu.call([x, y])) as Int32Array;
+      expect([...got], formula).to.deep.equal([...want]);
+      expect(cuda.kernelInfo('float32', 'cuda')?.tensorCores, formula).to.equal(true);
+    }
   });
 });

@@ -106,3 +106,113 @@ export function cudaSqDistScreen(
     eta: 2 * eta1,
   };
 }
+
+/**
+ * Screening of k-NN searches ranked by a dot product, on tensor cores only: a KMin- or Min-family reduction whose
+ * formula is f = c + s·(x|y), s = ±1, c an integer: `-(x|y)` (largest inner product first), `1-(x|y)` (cosine
+ * distance of normalised rows), `(x|y)`; x an output-row variable, y a reduced one, D >= MIN_SCREEN_DIM.
+ *
+ * The kernel computes, per pair, q = fl(−b·N + fl(c + s·dot)) (one FMA) with dot the tensor-core product and
+ * N = fl(|x|² + |y|²), and skips the pair when
+ *
+ *   q >= fl(κ·fl(N + C) + B),  q < +inf,  B = fl(T + fl(|T|·2⁻²⁰)),  T = the row's k-th smallest value.
+ *
+ * Why that is safe (u = 2⁻²⁴, γ = D·u / (1 − D·u), A = Σ|x_k y_k| ≤ S/2, S = |x|² + |y|²):
+ *   - the exact path's value is f̃ = fl(c + s·P̃), P̃ the float32 dot product, |P̃ − P| ≤ γ·A + D·2⁻¹²⁴ (flushed
+ *     subnormals, as in the header), and |dot − P| ≤ c_dot·A + η_mma (mmaDotError);
+ *   - so c + s·P̃ ≥ L = c + s·dot − b₀·N − η₂ with b₀ = (c_dot + γ + 2⁻¹²⁶) / (2(1 − γ)(1 − u)) (S in terms of N);
+ *     rounding is monotone, so f̃ ≥ fl(L) ≥ L − u|L|;
+ *   - b = b₀ + u(1 + c_dot) / (2(1 − γ)(1 − u)) also covers the rounding of c + s·dot (|dot| ≤ 0.51·N), so
+ *     L ≥ q − u|q|/(1 − u) − u|c| − η₂; every magnitude involved is at most 1.01·M, M = |c| + N, hence
+ *     f̃ ≥ q − 3.1·u·M − η₂;
+ *   - the right side: B ≥ T + |T|·2⁻²¹ (its two roundings cost less than the 2⁻²⁰), fl(N + C) ≥ (N + C)(1 − u),
+ *     and the FMA's rounding costs less than B's margin, so it is ≥ T + κ(1 − u)²(N + C) ≥ T + 3.1·u·M + η₂ with
+ *     κ = 5u and C = |c| + η₂/κ.
+ * So a skipped pair has f̃ >= T and the fold (which keeps only values < T) would not have kept it. NaN and
+ * infinities fail the test and take the exact path. Constants are rounded up to float32.
+ */
+export interface CudaDotScreen {
+  readonly outerPos: number;
+  readonly innerPos: number;
+  readonly dim: number;
+  readonly slot: number;
+  /** f = c + sign·(x|y). */
+  readonly c: number;
+  readonly sign: 1 | -1;
+  readonly b: number;
+  readonly kappa: number;
+  /** C = |c| + η₂/κ. */
+  readonly offset: number;
+}
+
+/** The smallest float32 at or above x (the screening's constants may only err on the safe side). */
+function float32Above(x: number): number {
+  const f = Math.fround(x);
+  if (f >= x) return f;
+  const bits = new Uint32Array(new Float32Array([f]).buffer);
+  bits[0] += 1; // positive constants only
+  return new Float32Array(bits.buffer)[0];
+}
+
+/** f = c + sign·(x|y) with one output-row and one reduced-row variable, or undefined. */
+function dotShape(
+  red: Reduction,
+  positions: readonly ArgPosition[],
+): { c: number; sign: 1 | -1; outerPos: number; innerPos: number; dim: number } | undefined {
+  const plan = planBlockedEvaluation(red.fout, positions, red.tag);
+  if (plan === undefined || plan.terms.length !== 1) return undefined;
+  const term = plan.terms[0];
+  if (term.kind !== 'scalprod' || term.operands.some((o) => o.op.name !== 'Var')) return undefined;
+  const [a, b] = term.operands.map((o) => o.params[0] as number);
+  const inner = new Set(plan.packed.map((p) => p.pos));
+  if (inner.has(a) === inner.has(b)) return undefined;
+  const root = plan.root;
+  const isTerm = (n: typeof root): boolean => n.op.name === 'Var' && n.params[0] === positions.length;
+  let c = 0;
+  let sign: 1 | -1;
+  if (isTerm(root)) {
+    sign = 1;
+  } else if (root.op.name === 'Minus' && isTerm(root.children[0])) {
+    sign = -1;
+  } else if (
+    root.op.name === 'Subtract' &&
+    root.children[0].op.name === 'IntCst' &&
+    isTerm(root.children[1])
+  ) {
+    c = root.children[0].params[0] as number;
+    sign = -1;
+  } else {
+    return undefined;
+  }
+  // |c| small enough that c and c ± dot stay exact integers' neighbourhood (the bound holds for any c; this
+  // keeps the constants meaningful).
+  if (!Number.isSafeInteger(c) || Math.abs(c) > 2 ** 20) return undefined;
+  return { c, sign, outerPos: inner.has(a) ? b : a, innerPos: inner.has(a) ? a : b, dim: term.dim };
+}
+
+export function cudaDotScreen(red: Reduction, positions: readonly ArgPosition[]): CudaDotScreen | undefined {
+  const k = KMIN_FAMILY.has(red.def.name) ? red.k : MIN_FAMILY.has(red.def.name) ? 1 : undefined;
+  if (k === undefined) return undefined;
+  const shape = dotShape(red, positions);
+  if (shape === undefined || shape.dim < MIN_SCREEN_DIM) return undefined;
+  const D = shape.dim;
+  const u = 2 ** -24;
+  const gamma = (D * u) / (1 - D * u);
+  const mma = mmaDotError(D);
+  const denominator = 2 * (1 - gamma) * (1 - u);
+  const b0 = (mma.relative + gamma + 2 ** -126) / denominator;
+  const b = (b0 + (u * (1 + mma.relative)) / denominator) * (1 + 2 ** -20);
+  const eta2 = 4 * (mma.absolute + D * 2 ** -124 + 2 ** -120);
+  const kappa = 5 * u;
+  return {
+    outerPos: shape.outerPos,
+    innerPos: shape.innerPos,
+    dim: D,
+    slot: k - 1,
+    c: shape.c,
+    sign: shape.sign,
+    b: float32Above(b),
+    kappa: float32Above(kappa),
+    offset: float32Above((Math.abs(shape.c) + eta2 / kappa) * (1 + 2 ** -20)),
+  };
+}

@@ -36,7 +36,7 @@ import { KeOpsError } from '../errors';
 import type { Reduction, ReductionLayout } from '../formula/reduction';
 import type { ArgPosition, FormulaArgument } from './formula';
 import { foldExpScale } from './cuda-exp2';
-import { cudaSqDistScreen, MMA_K } from './cuda-screen';
+import { cudaDotScreen, cudaSqDistScreen, MMA_K } from './cuda-screen';
 import { BYTES, CPP_TYPE, generateKernelParts } from './kernel-parts';
 import { unsupportedSumScheme } from './reduction-hooks';
 import { cLiteral } from './names';
@@ -355,14 +355,18 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
   const screenable = opts.dtype === 'float32' && dtypeAcc === 'float32' && opts.screen !== false;
   // Tensor cores when the formula reads x and y alone (the exact path then reads x from global memory, the
   // per-warp staged copy being in the permuted fragment layout) and each thread has one row.
+  // Dot-product rankings (-(x|y), 1-(x|y), (x|y)) are screened on tensor cores only.
+  const dotScreen = screenable && opts.tensorCores === true ? cudaDotScreen(red, opts.positions) : undefined;
   const tensorCores =
     screenable &&
     opts.tensorCores === true &&
     rowsPerThread === 1 &&
     prologue === undefined &&
     formula.args.length === 2 &&
-    cudaSqDistScreen(red, opts.positions) !== undefined;
-  const screen = screenable ? cudaSqDistScreen(red, opts.positions, { tensorCores }) : undefined;
+    (cudaSqDistScreen(red, opts.positions) !== undefined || dotScreen !== undefined);
+  const sqDistScreen = screenable ? cudaSqDistScreen(red, opts.positions, { tensorCores }) : undefined;
+  const dot = tensorCores && sqDistScreen === undefined ? dotScreen : undefined;
+  const screen = sqDistScreen ?? dot;
   const mma = tensorCores && screen !== undefined ? mmaLayout(screen.dim) : undefined;
   const recordStride = mma?.record ?? dimInner;
   const outerArg = formula.args.find((a) => a.role === 'outer');
@@ -417,10 +421,16 @@ export function generateCudaKernels(red: Reduction, opts: CudaKernelOptions): Cu
       SCREEN_OUTER: String(screen === undefined ? 0 : screenOffset(screen.outerPos)),
       SCREEN_INNER: String(screen === undefined ? 0 : screenOffset(screen.innerPos)),
       SCREEN_SLOT: String(screen?.slot ?? 0),
-      SCREEN_ALPHA: accLiteral(screen?.alpha ?? 0),
-      SCREEN_BETA: accLiteral(screen?.beta ?? 0),
-      SCREEN_TAU: accLiteral(screen?.tau ?? 0),
-      SCREEN_ETA: accLiteral(screen?.eta ?? 0),
+      SCREEN_ALPHA: accLiteral(sqDistScreen?.alpha ?? 0),
+      SCREEN_BETA: accLiteral(sqDistScreen?.beta ?? 0),
+      SCREEN_TAU: accLiteral(sqDistScreen?.tau ?? 0),
+      SCREEN_ETA: accLiteral(sqDistScreen?.eta ?? 0),
+      SCREEN_DOT: dot === undefined ? '0' : '1',
+      SCREEN_DOT_C: accLiteral(dot?.c ?? 0),
+      SCREEN_DOT_SIGN: accLiteral(dot?.sign ?? 1),
+      SCREEN_DOT_B: accLiteral(dot?.b ?? 0),
+      SCREEN_DOT_KAPPA: accLiteral(dot?.kappa ?? 0),
+      SCREEN_DOT_OFFSET: accLiteral(dot?.offset ?? 0),
       RECORD_STRIDE: String(recordStride),
       MMA: mma === undefined ? '0' : '1',
       MMA_STEPS: String(mma?.steps ?? 0),
