@@ -197,7 +197,7 @@ async function main(): Promise<void> {
     const queries = uniform(queryCount * dim, 8);
     report(`uniform [0, 1), D = 128, ${queryCount} × 100,000, k = ${K}`, rates(queries, base, dim));
     dotRows.push(
-      `| uniform [0, 1), D = 128, inner product \`-(x|y)\` | ${pct(dotRate(queries, base, dim, '-(x|y)'))} |`,
+      `| uniform [0, 1), D = 128, inner product \`-(x\\|y)\` | ${pct(dotRate(queries, base, dim, '-(x|y)'))} |`,
     );
     console.log(dotRows[dotRows.length - 1]);
   }
@@ -210,7 +210,7 @@ async function main(): Promise<void> {
     const b = Float32Array.from(base.data);
     report(`Fashion-MNIST, D = 784, ${queryCount} × 60,000, k = ${K}`, rates(q, b, base.dim));
     const cosine = dotRate(normalizeRows(q, base.dim), normalizeRows(b, base.dim), base.dim, '1-(x|y)');
-    dotRows.push(`| Fashion-MNIST, D = 784, cosine \`1-(x|y)\` on unit rows | ${pct(cosine)} |`);
+    dotRows.push(`| Fashion-MNIST, D = 784, cosine \`1-(x\\|y)\` on unit rows | ${pct(cosine)} |`);
     console.log(dotRows[dotRows.length - 1]);
   } else {
     console.log(`(Fashion-MNIST skipped: not in ${FASHION_MNIST})`);
