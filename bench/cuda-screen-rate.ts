@@ -11,8 +11,8 @@
  *
  * Cases: uniform [0, 1) rows at D = 128 (100,000 base rows) and Fashion-MNIST (60,000 training images, D = 784,
  * raw 0-255 values; skipped when the dataset is not installed), k = 10; then the dot-product rankings the
- * tensor-core kernels also screen: the inner product on the uniform rows, the cosine distance on Fashion-MNIST. --write appends the table to
- * bench/RESULTS.md.
+ * tensor-core kernels also screen: the inner product on the uniform rows, the cosine distance on Fashion-MNIST.
+ * --write appends the tables to bench/RESULTS.md.
  */
 import { existsSync, appendFileSync } from 'node:fs';
 import { cpus } from 'node:os';
