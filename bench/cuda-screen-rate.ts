@@ -55,6 +55,29 @@ function squareNorms(rows: Float32Array, dim: number): Float32Array {
   return out;
 }
 
+/** Inserts `value` into the ascending K smallest values `best` when it is below the largest (the KMin fold). */
+function keepSmallest(best: Float64Array, value: number): void {
+  if (!(value < best[K - 1])) return;
+  let r = K - 1;
+  while (r > 0 && best[r - 1] > value) {
+    best[r] = best[r - 1];
+    r--;
+  }
+  best[r] = value;
+}
+
+/** Row counts, |x|² and |y|² (float32, in order), and the rows as the tensor cores may read them. */
+function prepared(queries: Float32Array, base: Float32Array, dim: number) {
+  return {
+    m: queries.length / dim,
+    n: base.length / dim,
+    qn: squareNorms(queries, dim),
+    bn: squareNorms(base, dim),
+    qt: truncateToTf32(queries),
+    bt: truncateToTf32(base),
+  };
+}
+
 interface Rate {
   readonly fma: number;
   readonly tensorCores: number;
@@ -62,12 +85,7 @@ interface Rate {
 
 /** Fraction of the pairs (query, base row) whose exact value the kernels compute, per bound. */
 function rates(queries: Float32Array, base: Float32Array, dim: number): Rate {
-  const m = queries.length / dim;
-  const n = base.length / dim;
-  const qn = squareNorms(queries, dim);
-  const bn = squareNorms(base, dim);
-  const qt = truncateToTf32(queries);
-  const bt = truncateToTf32(base);
+  const { m, n, qn, bn, qt, bt } = prepared(queries, base, dim);
   const screens = { fma: screenOf(dim, false), tensorCores: screenOf(dim, true) };
   const kept = { fma: 0, tensorCores: 0 };
   for (let i = 0; i < m; i++) {
@@ -104,14 +122,7 @@ function rates(queries: Float32Array, base: Float32Array, dim: number): Rate {
         const d = f(queries[i * dim + k] - base[j * dim + k]);
         exact = f(exact + f(d * d));
       }
-      if (exact < T) {
-        let r = K - 1;
-        while (r > 0 && best[r - 1] > exact) {
-          best[r] = best[r - 1];
-          r--;
-        }
-        best[r] = exact;
-      }
+      keepSmallest(best, exact);
     }
   }
   return { fma: kept.fma / (m * n), tensorCores: kept.tensorCores / (m * n) };
@@ -129,12 +140,7 @@ function dotRate(queries: Float32Array, base: Float32Array, dim: number, formula
   const positions = parsed.variables.map((v) => ({ dim: v.dim, cat: v.cat }));
   const screen = cudaDotScreen(parsed.reduction, positions);
   if (screen === undefined) throw new Error(`no dot screening for ${formula}`);
-  const m = queries.length / dim;
-  const n = base.length / dim;
-  const qn = squareNorms(queries, dim);
-  const bn = squareNorms(base, dim);
-  const qt = truncateToTf32(queries);
-  const bt = truncateToTf32(base);
+  const { m, n, qn, bn, qt, bt } = prepared(queries, base, dim);
   let kept = 0;
   for (let i = 0; i < m; i++) {
     const best = new Float64Array(K).fill(Infinity);
@@ -151,14 +157,7 @@ function dotRate(queries: Float32Array, base: Float32Array, dim: number, formula
       let p = 0;
       for (let k = 0; k < dim; k++) p = f(p + f(queries[i * dim + k] * base[j * dim + k]));
       const exact = f(screen.c + screen.sign * p);
-      if (exact < T) {
-        let r = K - 1;
-        while (r > 0 && best[r - 1] > exact) {
-          best[r] = best[r - 1];
-          r--;
-        }
-        best[r] = exact;
-      }
+      keepSmallest(best, exact);
     }
   }
   return kept / (m * n);
