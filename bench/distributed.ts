@@ -11,7 +11,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createKnnPlan } from '../lib/distributed/planner';
@@ -23,10 +23,11 @@ import { convertVectorFile } from '../lib/io/convert-file';
 import { openVectorFile } from '../lib/io/vector-file';
 import { createVectorFileWriter } from '../lib/io/vector-writer';
 import { knn } from '../lib/knn';
+import { loadAverage } from './report';
 import { freePort } from '../test/distributed-util';
 
 const DATA = '/usr/share/datasets/fashion-mnist';
-const load = () => loadavg()[0].toFixed(1);
+
 const CLI = join(__dirname, '..', 'lib', 'cli.ts');
 
 const [queriesArg, workersArg, shardsArg, tinyArg, baseSlicesArg] = process.argv.slice(2);
@@ -108,11 +109,7 @@ async function main(): Promise<void> {
       await source.close();
     }
     const cores = cpus().length;
-    console.log(
-      `machine: ${cores} cores (${cpus()[0].model}), load average at start ${loadavg()
-        .map((l) => l.toFixed(1))
-        .join(' ')}`,
-    );
+    console.log(`machine: ${cores} cores (${cpus()[0].model}), load average at start ${loadAverage()}`);
     console.log(
       `Fashion-MNIST: ${QUERIES} queries x 60000 base, uint8, D = 784, k = 10, l2; ${SHARDS} shards (${Math.max(1, Math.round(SHARDS / BASE_SLICES))} query slices x ${BASE_SLICES} base slices)`,
     );
@@ -140,7 +137,7 @@ async function main(): Promise<void> {
     }
     const pairs = QUERIES * 60000;
     console.log(
-      `local knn(): ${localSeconds.toFixed(2)} s, ${(pairs / localSeconds / 1e6).toFixed(1)} Mpairs/s (load ${load()})`,
+      `local knn(): ${localSeconds.toFixed(2)} s, ${(pairs / localSeconds / 1e6).toFixed(1)} Mpairs/s (load ${loadAverage()})`,
     );
 
     for (const count of WORKERS) {
@@ -172,7 +169,7 @@ async function main(): Promise<void> {
         readFileSync(join(dir, `d-${count}.fbin`)).equals(readFileSync(join(dir, 'local-d.fbin')));
       console.log(
         `${count} worker(s) x ${threads} thread(s): ${seconds.toFixed(2)} s, ${(pairs / seconds / 1e6).toFixed(1)} Mpairs/s, ` +
-          `${(seconds / localSeconds).toFixed(2)}x the local time; outputs ${same ? 'byte-identical' : 'DIFFERENT'} (load ${load()})`,
+          `${(seconds / localSeconds).toFixed(2)}x the local time; outputs ${same ? 'byte-identical' : 'DIFFERENT'} (load ${loadAverage()})`,
       );
       for (const w of workers) w.child.kill('SIGTERM');
       await Promise.all(workers.map((w) => new Promise((r) => w.child.once('exit', r))));

@@ -14,7 +14,7 @@
  * Prints a Markdown section and appends it to bench/RESULTS.md.
  */
 import { execFileSync } from 'node:child_process';
-import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -24,6 +24,7 @@ process.env.KEOPS_CACHE_DIR = cacheDir; // cold cache: first calls really compil
 
 import { Genred } from '../lib/genred';
 import { readIdxImages, uniform } from './data';
+import { benchReport, loadAverage } from './report';
 
 const SCALE = Number(process.env.BENCH_SCALE ?? 1);
 const PYTHON = process.env.BENCH_PYTHON ?? 'python3';
@@ -57,11 +58,8 @@ interface KnnCase {
   readonly dim: number;
 }
 
-const lines: string[] = [];
-const out = (line: string): void => {
-  lines.push(line);
-  console.log(line);
-};
+const report = benchReport();
+const out = report.out;
 
 /** Rows of the sample whose K ids differ from the exact ones, and the number of differing ids. */
 function mismatches(ids: Int32Array, exact: Int32Array, sample: readonly number[]): [number, number] {
@@ -169,9 +167,7 @@ async function lowDimKnn(n: number): Promise<void> {
 async function main(): Promise<void> {
   const work = mkdtempSync(join(tmpdir(), 'keops-bench-highdim-data-'));
   try {
-    const load = (): number =>
-      Number(execFileSync('cat', ['/proc/loadavg'], { encoding: 'utf8' }).split(' ')[0]);
-    const loadBefore = load();
+    const loadBefore = loadAverage();
     out(`## High-dimensional CPU benchmark (issue 10), ${new Date().toISOString().slice(0, 10)}`);
     out('');
     out(
@@ -216,10 +212,7 @@ async function main(): Promise<void> {
     await gaussian(128, Math.max(SAMPLE, Math.round(5000 * SCALE)), 100_000);
     await gaussian(3, Math.round(100_000 * SCALE), 100_000);
     await lowDimKnn(Math.round(100_000 * SCALE));
-    out('');
-    out(`Load average after the run: ${load()} (other jobs share this machine when it exceeds ${THREADS}).`);
-    out('');
-    appendFileSync(join(__dirname, 'RESULTS.md'), `\n${lines.join('\n')}\n`);
+    report.finish();
   } finally {
     rmSync(work, { recursive: true, force: true });
     rmSync(cacheDir, { recursive: true, force: true });

@@ -9,12 +9,13 @@
  */
 import { spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { convertVectorFile } from '../lib/io/convert-file';
 import { openVectorFile } from '../lib/io/vector-file';
 import { createVectorFileWriter } from '../lib/io/vector-writer';
 import { runKnnJob } from '../lib/jobs/knn-job';
+import { loadAverage } from './report';
 import { knn } from '../lib/knn/index';
 
 const FASHION = '/usr/share/datasets/fashion-mnist';
@@ -131,7 +132,7 @@ async function main(): Promise<void> {
       '',
       `Machine: ${cpus()[0]?.model ?? 'unknown'}, ${cpus().length} vCPUs, Node ${process.version}; ${data}, k = ${K}, l2; ` +
         `files in ${tmpdir()}. Each line is its own process (ts-node included in the peak RSS). ` +
-        `Load average at the end: ${loadavg()[0].toFixed(1)} (a shared machine: compare within this table only).`,
+        `Load average at the end: ${loadAverage()} (a shared machine: compare within this table only).`,
       '',
       '| what | time | rate | peak RSS | ids |',
       '| --- | --- | --- | --- | --- |',

@@ -19,10 +19,11 @@
  * Prints a Markdown section and appends it to bench/RESULTS.md.
  */
 import { execFileSync } from 'node:child_process';
-import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readIdxImages, uniform } from './data';
+import { benchReport, loadAverage } from './report';
 
 const SCALE = Number(process.env.BENCH_SCALE ?? 1);
 const PYTHON = process.env.BENCH_PYTHON ?? 'python3';
@@ -62,11 +63,8 @@ const PEER_LABELS: Readonly<Record<string, string>> = {
 const PYTHON_PEERS = new Set(['faiss', 'kdtree', 'exact']);
 const SINGLE_THREADED = new Set(['kdtree', 'hnswlib']);
 
-const lines: string[] = [];
-const out = (line: string): void => {
-  lines.push(line);
-  console.log(line);
-};
+const report = benchReport();
+const out = report.out;
 
 /** The Node.js peers compiled to JavaScript (under ts-node a process would hold ~100 MiB more). */
 const PEER_JS_DIR = join(__dirname, '..', 'node_modules', '.cache', 'keops-bench-js');
@@ -169,7 +167,6 @@ async function main(): Promise<void> {
   // One kernel cache for every child: the first compiles (untimed), the others load.
   process.env.KEOPS_CACHE_DIR = join(work, 'kernels');
   try {
-    const load = (): string => readFileSync('/proc/loadavg', 'utf8').split(' ')[0];
     out(`## k-NN benchmark (issue 12), ${new Date().toISOString().slice(0, 10)}`);
     out('');
     out(
@@ -178,7 +175,7 @@ async function main(): Promise<void> {
         `Node.js peers compiled to JavaScript), ` +
         `float32, best of the stated repeats after an untimed warm-up call. Exactness: ids of ${SAMPLE} sampled ` +
         `queries against the exact ranking (float64 differences, ties by smallest id). Cases ${[...CASES].join(', ')}, ` +
-        `k = ${KS.join(', ')}. Load average before the run: ${load()}.`,
+        `k = ${KS.join(', ')}. Load average before the run: ${loadAverage()}.`,
     );
     out('');
     out(
@@ -241,10 +238,7 @@ async function main(): Promise<void> {
       await bench(fmnist, work, sf);
     }
 
-    out('');
-    out(`Load average after the run: ${load()} (other jobs share this machine when it exceeds ${THREADS}).`);
-    out('');
-    appendFileSync(join(__dirname, 'RESULTS.md'), `\n${lines.join('\n')}\n`);
+    report.finish();
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

@@ -157,38 +157,16 @@ describe('keops-node knn', function () {
     expect(help.code).to.equal(0);
     expect(help.out).to.contain('--base <file>').and.to.contain('--resume').and.to.contain('Exit codes');
     expect((await cli('help', 'knn')).out).to.contain('usage: keops-node knn');
+    // A complete command line, each case below breaking it one way.
+    const valid = ['knn', '--base', basePath, '--queries', queryPath, '-k', '3', '--out', 'x.ibin'];
     for (const argv of [
       ['knn'],
       ['knn', '--base', basePath, '-k', '3'],
       ['knn', '--base', basePath, '--queries', queryPath, '-k', '0', '--out', 'x.ibin'],
-      [
-        'knn',
-        '--base',
-        basePath,
-        '--queries',
-        queryPath,
-        '-k',
-        '3',
-        '--out',
-        'x.ibin',
-        '--memory',
-        '4 parsecs',
-      ],
-      [
-        'knn',
-        '--base',
-        basePath,
-        '--queries',
-        queryPath,
-        '-k',
-        '3',
-        '--out',
-        'x.ibin',
-        '--metric',
-        'hamming',
-      ],
-      ['knn', '--base', basePath, '--queries', queryPath, '-k', '3', '--out', 'x.ibin', '--device', '0,zero'],
-      ['knn', '--base', basePath, '--queries', queryPath, '-k', '3', '--out', 'x.ibin', 'extra'],
+      [...valid, '--memory', '4 parsecs'],
+      [...valid, '--metric', 'hamming'],
+      [...valid, '--device', '0,zero'],
+      [...valid, 'extra'],
       ['knn', '--base', basePath, '-k', '3', '--out', 'x.ibin'],
       ['knn', '--bogus'],
     ]) {
@@ -205,27 +183,9 @@ describe('keops-node knn', function () {
   it('writes the brute-force result, with progress lines on stderr and a summary on stdout', async () => {
     const ids = join(dir, 'small.ibin');
     const distances = join(dir, 'small.fbin');
-    const r = await cli(
-      'knn',
-      '--base',
-      basePath,
-      '--queries',
-      queryPath,
-      '-k',
-      '4',
-      '--out',
-      ids,
-      '--distances',
-      distances,
-      '--memory',
-      '4MiB',
-      '--block-rows',
-      '1000',
-      '--threads',
-      '1',
-      '--progress-interval',
-      '0',
-    );
+    // -k 4 after the common arguments (commander keeps an option's last value).
+    const small = ['-k', '4', '--memory', '4MiB', '--block-rows', '1000', '--threads', '1'];
+    const r = await cli(...jobArgs(ids, distances, ...small, '--progress-interval', '0'));
     expect(r.code, r.err).to.equal(0);
     expect(r.out).to.match(/^knn: 2000 queries x 10000 base rows, k = 4, metric l2\n/);
     expect(r.out)

@@ -11,7 +11,7 @@ import { runCli } from '../lib/cli';
 import { openVectorFile } from '../lib/io/vector-file';
 import { readPlan } from '../lib/distributed/plan';
 import { rng } from './util';
-import { knnOfFiles, writeVectors } from './distributed-util';
+import { expectKnnFiles, knnOfFiles, writeVectors } from './distributed-util';
 
 async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';
@@ -78,12 +78,7 @@ describe('keops-node plan / shard / merge (files, no queue)', function () {
     expect(merged.out).to.contain('merged 12 shards (47 rows)');
 
     const expected = await knnOfFiles(join(dir, 'queries.u8bin'), join(dir, 'base.u8bin'), { k: 7 });
-    await writeVectors(join(dir, 'expected-ids.ibin'), expected.ids, 7, 'int32');
-    await writeVectors(join(dir, 'expected-distances.fbin'), expected.distances, 7, 'float32');
-    expect(readFileSync(join(dir, 'ids.ibin'))).to.deep.equal(readFileSync(join(dir, 'expected-ids.ibin')));
-    expect(readFileSync(join(dir, 'distances.fbin'))).to.deep.equal(
-      readFileSync(join(dir, 'expected-distances.fbin')),
-    );
+    await expectKnnFiles(expected, join(dir, 'ids.ibin'), join(dir, 'distances.fbin'));
     // No temporary files left behind in the shard folder.
     const shards = readdirSync((await readPlan(plan)).shardDir);
     expect(shards.filter((f) => !/^shard-\d{6}\.kps$/.test(f))).to.deep.equal([]);
@@ -134,10 +129,7 @@ describe('keops-node plan / shard / merge (files, no queue)', function () {
       k: 3,
       excludeSelf: true,
     });
-    await writeVectors(join(dir, 'expected-graph.ibin'), graph.ids, 3, 'int32');
-    expect(readFileSync(join(dir, 'graph.ibin'))).to.deep.equal(
-      readFileSync(join(dir, 'expected-graph.ibin')),
-    );
+    await expectKnnFiles(graph, join(dir, 'graph.ibin'));
   });
 
   it('a reduction plan from the command line: Sum with a parameter, values file', async () => {

@@ -20,6 +20,7 @@ import { fileStorage } from '../lib/distributed/storage';
 import { runCli } from '../lib/cli';
 import { rejection, rng } from './util';
 import {
+  expectKnnFiles,
   freePort,
   knnOfFiles,
   type TestRedis,
@@ -127,8 +128,6 @@ describe('distributed jobs on BullMQ (real redis-server, worker processes)', fun
     const metric = { formula: 'Sum(Exp(-Abs(x-y)))' };
     // The local result (while the workers start), which also compiles the kernel into the cache they share.
     const expected = await knnOfFiles(join(dir, 'q.fbin'), join(dir, 'b.fbin'), { k: 10, metric });
-    await writeVectors(join(dir, 'expected-ids.ibin'), expected.ids, 10, 'int32');
-    await writeVectors(join(dir, 'expected-d.fbin'), expected.distances, 10, 'float32');
     const planPath = join(dir, 'knn.json');
     await writePlan(
       planPath,
@@ -165,8 +164,7 @@ describe('distributed jobs on BullMQ (real redis-server, worker processes)', fun
     const seconds = (performance.now() - started) / 1000;
 
     expect(await victim.exited).to.equal(null); // killed by the signal
-    expect(readFileSync(join(dir, 'ids.ibin'))).to.deep.equal(readFileSync(join(dir, 'expected-ids.ibin')));
-    expect(readFileSync(join(dir, 'd.fbin'))).to.deep.equal(readFileSync(join(dir, 'expected-d.fbin')));
+    await expectKnnFiles(expected, join(dir, 'ids.ibin'), join(dir, 'd.fbin'));
     expect(result.shards).to.equal(SHARDS);
     expect(progress[progress.length - 1]).to.equal(SHARDS);
 
@@ -298,14 +296,7 @@ describe('distributed jobs on BullMQ (real redis-server, worker processes)', fun
       k: 4,
       excludeSelf: true,
     });
-    await writeVectors(join(dir, 'expected-graph.ivecs'), expected.ids, 4, 'int32');
-    await writeVectors(join(dir, 'expected-graph-d.fvecs'), expected.distances, 4, 'float32');
-    expect(readFileSync(join(dir, 'graph.ivecs'))).to.deep.equal(
-      readFileSync(join(dir, 'expected-graph.ivecs')),
-    );
-    expect(readFileSync(join(dir, 'graph-d.fvecs'))).to.deep.equal(
-      readFileSync(join(dir, 'expected-graph-d.fvecs')),
-    );
+    await expectKnnFiles(expected, join(dir, 'graph.ivecs'), join(dir, 'graph-d.fvecs'));
   });
 
   it('keops-node knn --redis --shards: the same files as keops-node knn on one machine', async () => {

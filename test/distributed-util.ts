@@ -1,9 +1,10 @@
 /** Helpers for the distributed-job tests: an in-memory JobStorage, and a redis-server of the test's own. */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
+import { expect } from 'chai';
 import { KeOpsError } from '../lib/errors';
 import {
   STORAGE_BYTES,
@@ -178,6 +179,20 @@ export async function writeVectors(
   const writer = await createVectorFileWriter(path, { rows: data.length / dim, dim, dtype });
   await writer.writeRows(0, data);
   await writer.commit();
+}
+
+/**
+ * Checks that the files `ids` (and `distances`) hold exactly `expected`'s rows: the expected result is written
+ * beside them, in the same formats (from their names), by the library's writer, and the bytes compared.
+ */
+export async function expectKnnFiles(expected: KnnResult, ids: string, distances?: string): Promise<void> {
+  const outputs: [string, StorageArray, StorageDtype][] = [[ids, expected.ids, 'int32']];
+  if (distances !== undefined) outputs.push([distances, expected.distances, 'float32']);
+  for (const [path, data, dtype] of outputs) {
+    const reference = join(dirname(path), `expected-${basename(path)}`);
+    await writeVectors(reference, data, expected.k, dtype);
+    expect(readFileSync(path), path).to.deep.equal(readFileSync(reference));
+  }
 }
 
 /** Writes `rows` × `dim` values drawn from `r` (uniform [0, 1)) to a vector file of float32 or float64. */

@@ -32,7 +32,8 @@ export function newCommand(name: string, io: CommandOutput): Command {
 
 /**
  * Parses `argv` (the arguments after the subcommand's name) with `command`, then runs `run` with the parsed
- * command; returns the exit code.
+ * command; returns the exit code: 2 for usage errors (found by commander, or by `run` through
+ * `parsed.error(message)`), 1 for a KeOpsError (printed with its code).
  */
 export async function runCommand(
   name: string,
@@ -51,6 +52,8 @@ export async function runCommand(
     await run(command);
     return EXIT_OK;
   } catch (e) {
+    // `run` may still reject the arguments with `parsed.error(message)` (a usage error, printed by commander).
+    if (e instanceof CommanderError) return EXIT_USAGE;
     if (!isKeOpsError(e)) throw e;
     io.err(`keops-node ${name}: ${e.code}: ${e.message}`);
     return EXIT_FAILURE;

@@ -1,26 +1,6 @@
-/**
- * What the distributed-job commands (plan, shard, merge, worker, submit) share beyond commander-io.ts: usage
- * errors found after parsing (`command.error(...)` inside `run`, exit 2) and the --device and seconds options.
- */
-import { type Command, CommanderError, InvalidArgumentError } from 'commander';
+/** What the distributed-job commands (plan, shard, merge, worker, submit) share: the --device and seconds options. */
+import { InvalidArgumentError } from 'commander';
 import type { Backend } from '../backend/runner';
-import { type CommandOutput, EXIT_USAGE, runCommand } from './commander-io';
-
-/** runCommand, where `run` may also reject the arguments with `parsed.error(message)` (exit 2). */
-export async function runDistributedCommand(
-  name: string,
-  command: Command,
-  argv: readonly string[],
-  io: CommandOutput,
-  run: (parsed: Command) => Promise<void>,
-): Promise<number> {
-  try {
-    return await runCommand(name, command, argv, io, run);
-  } catch (e) {
-    if (e instanceof CommanderError) return EXIT_USAGE;
-    throw e;
-  }
-}
 
 /** Where shards run: --device cpu | auto | cuda | 0,1 (GPU ordinals). */
 export interface DeviceChoice {

@@ -5,25 +5,17 @@
  */
 import { performance } from 'node:perf_hooks';
 import { isKeOpsError } from '../errors';
-import type { KnnMetricName } from '../knn/index';
 import { runDistributedKnn } from '../distributed/knn-submit';
 import { type CommandOutput, EXIT_FAILURE, EXIT_OK } from './commander-io';
+import { type KnnFileArguments, knnJobFiles } from './knn-arguments';
 import { progressLine } from './submit';
 
-export interface DistributedKnnArguments {
-  base: string;
-  queries?: string;
-  k: number;
-  out: string;
-  distances?: string;
-  metric: KnnMetricName;
-  excludeSelf?: boolean;
+export interface DistributedKnnArguments extends KnnFileArguments {
   redis: string;
   shards?: number;
   baseShards?: number;
   queue?: string;
   attempts?: number;
-  progressInterval: number;
 }
 
 /** Options of the single-machine job that belong to the workers, not to a queued job. */
@@ -40,13 +32,7 @@ export async function distributedKnnCommand(
       redis: args.redis,
       queue: args.queue,
       attempts: args.attempts,
-      base: args.base,
-      queries: args.queries,
-      k: args.k,
-      metric: args.metric,
-      excludeSelf: args.excludeSelf === true,
-      out: args.out,
-      distancesOut: args.distances,
+      ...knnJobFiles(args),
       shards: args.shards ?? 1,
       baseShards: args.baseShards,
       onProgress: (p) => {

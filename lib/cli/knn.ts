@@ -9,7 +9,7 @@
 import { type Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { isKeOpsError } from '../errors';
 import { type KnnJobProgress, runKnnJob } from '../jobs/knn-job';
-import { KNN_METRICS, type KnnMetricName } from '../knn/index';
+import { KNN_METRICS } from '../knn/index';
 import {
   type CommandOutput,
   EXIT_FAILURE,
@@ -20,6 +20,7 @@ import {
 } from './commander-io';
 import { barProgress, formatDuration, formatRate, lineProgress, type ProgressDisplay } from './progress';
 import { parseSize } from './sizes';
+import { type KnnFileArguments, knnJobFiles } from './knn-arguments';
 import { distributedKnnCommand, LOCAL_ONLY_OPTIONS } from './knn-distributed';
 
 /** What the command takes from its process: overridable for tests. */
@@ -66,20 +67,12 @@ function devicesArgument(value: string): 'all' | number[] {
   return ordinals;
 }
 
-interface KnnArguments {
-  base: string;
-  queries?: string;
-  k: number;
-  out: string;
-  distances?: string;
-  metric: KnnMetricName;
-  excludeSelf?: boolean;
+interface KnnArguments extends KnnFileArguments {
   memory?: number;
   blockRows?: number;
   threads?: number;
   device?: 'all' | number[];
   resume?: boolean;
-  progressInterval: number;
   redis?: string;
   shards?: number;
   baseShards?: number;
@@ -181,13 +174,7 @@ export async function knnCommand(
   let last: KnnJobProgress | undefined;
   try {
     const result = await runKnnJob({
-      base: args.base,
-      queries: args.queries,
-      k: args.k,
-      metric: args.metric,
-      excludeSelf: args.excludeSelf === true,
-      out: args.out,
-      distancesOut: args.distances,
+      ...knnJobFiles(args),
       memoryLimit: args.memory,
       blockRows: args.blockRows,
       threads: args.threads,

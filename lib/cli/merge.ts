@@ -5,8 +5,7 @@
 import { readPlan } from '../distributed/plan';
 import { mergePlan } from '../distributed/shards';
 import { fileStorage } from '../distributed/storage';
-import { type CommandOutput, newCommand } from './commander-io';
-import { runDistributedCommand } from './distributed-args';
+import { type CommandOutput, newCommand, runCommand } from './commander-io';
 
 const HELP_AFTER = `
 Reads the plan's shard results in plan order (each query slice's shards by base slice), so the outputs
@@ -22,7 +21,7 @@ export function mergeCommand(argv: readonly string[], io: CommandOutput): Promis
     .description(MERGE_SUMMARY)
     .addHelpText('after', HELP_AFTER)
     .requiredOption('--plan <file>', 'the plan (keops-node plan)');
-  return runDistributedCommand('merge', command, argv, io, async (parsed) => {
+  return runCommand('merge', command, argv, io, async (parsed) => {
     const args = parsed.opts<{ plan: string }>();
     const plan = await readPlan(args.plan);
     const result = await mergePlan(plan, { storage: fileStorage() });

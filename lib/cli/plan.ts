@@ -8,8 +8,7 @@ import { KNN_METRICS, type KnnMetricName } from '../knn/metric';
 import { createKnnPlan, createReductionPlan, type PlanLayout } from '../distributed/planner';
 import { defaultShardDir, shardCount, writePlan } from '../distributed/plan';
 import { fileStorage } from '../distributed/storage';
-import { type CommandOutput, integerOption, newCommand } from './commander-io';
-import { runDistributedCommand } from './distributed-args';
+import { type CommandOutput, integerOption, newCommand, runCommand } from './commander-io';
 import { splitAliases } from './graph';
 
 const HELP_AFTER = `
@@ -102,7 +101,7 @@ export function planCommand(argv: readonly string[], io: CommandOutput): Promise
     .option('--base-slices <n>', 'slices of the base (reduced) rows (default 1)', integerOption(1))
     .option('--chunk-rows <n>', 'base rows per kernel call inside a shard (default 65536)', integerOption(1))
     .option('--shard-dir <dir>', 'where shard results go (default: PLAN.shards beside the plan)');
-  return runDistributedCommand('plan', command, argv, io, async (parsed) => {
+  return runCommand('plan', command, argv, io, async (parsed) => {
     const args = parsed.opts<PlanArguments>();
     const planPath = parsed.args[0];
     const usage = (message: string): never => parsed.error(`error: ${message}`);

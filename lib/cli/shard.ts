@@ -7,8 +7,8 @@
 import { describeShard, readPlan, shardSpec } from '../distributed/plan';
 import { runShard } from '../distributed/shards';
 import { fileStorage } from '../distributed/storage';
-import { type CommandOutput, integerOption, newCommand } from './commander-io';
-import { type DeviceChoice, deviceArgument, runDistributedCommand } from './distributed-args';
+import { type CommandOutput, integerOption, newCommand, runCommand } from './commander-io';
+import { type DeviceChoice, deviceArgument } from './distributed-args';
 
 const HELP_AFTER = `
 Runs shard I of the plan (0 <= I < the plan's shard count) on this machine and writes its result to the
@@ -37,7 +37,7 @@ export function shardCommand(argv: readonly string[], io: CommandOutput): Promis
     .option('--device <where>', 'cpu, auto (default), cuda, or one GPU ordinal', deviceArgument)
     .option('--threads <n>', 'CPU threads (default: one per core)', integerOption(1))
     .option('--force', 'compute the shard even when its result is already stored');
-  return runDistributedCommand('shard', command, argv, io, async (parsed) => {
+  return runCommand('shard', command, argv, io, async (parsed) => {
     const args = parsed.opts<ShardArguments>();
     if ((args.device?.devices?.length ?? 0) > 1) {
       parsed.error('error: --device takes one GPU ordinal (a shard runs on one device)');

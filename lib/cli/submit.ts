@@ -4,8 +4,8 @@
  */
 import { performance } from 'node:perf_hooks';
 import { type JobProgress, submitPlan } from '../distributed/queue';
-import { type CommandOutput, integerOption, newCommand } from './commander-io';
-import { runDistributedCommand, secondsArgument } from './distributed-args';
+import { type CommandOutput, integerOption, newCommand, runCommand } from './commander-io';
+import { secondsArgument } from './distributed-args';
 
 const HELP_AFTER = `
 The plan file must be readable at the same path by the workers. A shard that fails is retried --attempts
@@ -53,7 +53,7 @@ export function submitCommand(argv: readonly string[], io: CommandOutput): Promi
       secondsArgument,
       5,
     );
-  return runDistributedCommand('submit', command, argv, io, async (parsed) => {
+  return runCommand('submit', command, argv, io, async (parsed) => {
     const args = parsed.opts<SubmitArguments>();
     const started = performance.now();
     let lastLine = -Infinity;

@@ -5,13 +5,8 @@
  */
 import { startWorker } from '../distributed/queue';
 import { fileStorage } from '../distributed/storage';
-import { type CommandOutput, integerOption, newCommand } from './commander-io';
-import {
-  type DeviceChoice,
-  deviceArgument,
-  runDistributedCommand,
-  secondsArgument,
-} from './distributed-args';
+import { type CommandOutput, integerOption, newCommand, runCommand } from './commander-io';
+import { type DeviceChoice, deviceArgument, secondsArgument } from './distributed-args';
 
 const HELP_AFTER = `
 Start one worker per machine (or per GPU group) with access to the plans' files at the same paths. Each
@@ -61,7 +56,7 @@ export function workerCommand(
       'how often to look for shards of dead workers (default 30)',
       secondsArgument,
     );
-  return runDistributedCommand('worker', command, argv, io, async (parsed) => {
+  return runCommand('worker', command, argv, io, async (parsed) => {
     const args = parsed.opts<WorkerArguments>();
     const worker = await startWorker({
       redis: args.redis,

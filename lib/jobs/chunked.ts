@@ -67,7 +67,8 @@ export interface ChunkedOptions {
   readonly threads?: number;
 }
 
-const OPTION_KEYS: ReadonlySet<string> = new Set([
+/** The names of ChunkedOptions (checked at run time: unknown names are refused). */
+export const CHUNKED_OPTION_KEYS = [
   'memoryLimit',
   'chunkRows',
   'onProgress',
@@ -75,7 +76,8 @@ const OPTION_KEYS: ReadonlySet<string> = new Set([
   'devices',
   'backend',
   'threads',
-]);
+] as const satisfies readonly (keyof ChunkedOptions)[];
+const OPTION_KEYS: ReadonlySet<string> = new Set(CHUNKED_OPTION_KEYS);
 
 const invalid = (message: string) => new KeOpsError('ERR_INVALID_ARGUMENT', message);
 

@@ -8,7 +8,12 @@
 import { KeOpsError } from '../errors';
 import type { Dtype, FloatArray } from '../backend/plan';
 import { performance } from 'node:perf_hooks';
-import { type ChunkedOptions, DEFAULT_MEMORY_LIMIT, reduceChunked } from '../jobs/chunked';
+import {
+  CHUNKED_OPTION_KEYS,
+  type ChunkedOptions,
+  DEFAULT_MEMORY_LIMIT,
+  reduceChunked,
+} from '../jobs/chunked';
 import { INT32_INDEX_LIMIT } from '../jobs/partial';
 import {
   allocateFloat,
@@ -53,16 +58,7 @@ export interface KnnOptions extends KnnRunOptions {
 export type KnnResult = KnnRows;
 
 const SEARCH_KEYS = ['k', 'metric', 'excludeSelf', 'dtype'] as const;
-const RUN_KEYS = [
-  'memoryLimit',
-  'chunkRows',
-  'onProgress',
-  'signal',
-  'devices',
-  'backend',
-  'threads',
-] as const;
-const OPTION_KEYS: ReadonlySet<string> = new Set<string>([...SEARCH_KEYS, ...RUN_KEYS]);
+const OPTION_KEYS: ReadonlySet<string> = new Set<string>([...SEARCH_KEYS, ...CHUNKED_OPTION_KEYS]);
 
 const invalid = (message: string) => new KeOpsError('ERR_INVALID_ARGUMENT', message);
 
